@@ -1,0 +1,1 @@
+"""The two Hydra command-line apps, ``fishnet-train`` and ``fishnet-eval``."""

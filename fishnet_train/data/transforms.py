@@ -1,0 +1,113 @@
+"""Per-image transforms (in loader workers, PIL -> uint8) and per-batch ones (on the device).
+
+Workers only decode, crop and resize; the float conversion, PCA lighting and normalisation
+run on whole batches on the training device, where they are nearly free.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+# AlexNet's PCA of ImageNet RGB pixels (on the [0, 1] scale), as used by the release.
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((0.4009, 0.7192, -0.5675), (-0.8140, -0.0045, -0.5808), (0.4203, -0.6948, -0.5836))
+
+
+def to_hwc_tensor(img: Image.Image) -> torch.Tensor:
+    """uint8 HxWx3; batches of these become channels_last NCHW with a free permute."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+
+
+def random_resized_crop_box(
+    width: int, height: int, scale: Sequence[float], ratio: Sequence[float], generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """(left, top, w, h) drawn exactly as torchvision's RandomResizedCrop.get_params does,
+    but from ``generator`` so that each sample's crop is reproducible on its own."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
+            return left, top, w, h
+    # Fallback: the whole image, clamped to the ratio range, centred.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+class TrainTransform:
+    """Random resized crop + horizontal flip; also draws the sample's PCA-lighting alpha."""
+
+    def __init__(self, size: int, scale: Sequence[float], ratio: Sequence[float], hflip: bool, lighting: float) -> None:
+        self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
+        self.hflip, self.lighting = hflip, lighting
+
+    def __call__(self, img: Image.Image, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        left, top, w, h = random_resized_crop_box(img.width, img.height, self.scale, self.ratio, generator)
+        # Resizing with a box crops and resizes in one pass: the pixels of crop().resize().
+        out = img.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
+        if self.hflip and torch.rand(1, generator=generator).item() < 0.5:
+            out = out.transpose(Image.FLIP_LEFT_RIGHT)
+        alpha = torch.randn(3, generator=generator) * self.lighting if self.lighting > 0 else torch.zeros(3)
+        return to_hwc_tensor(out), alpha
+
+
+def resize_shorter_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """torchvision's Resize(size) output (width, height) for a PIL image."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+class ValTransform:
+    """Resize the shorter side, centre crop: torchvision's Resize + CenterCrop up to uint8
+    rounding, computing only the pixels the crop keeps."""
+
+    def __init__(self, resize: int, crop: int) -> None:
+        self.resize, self.crop = resize, crop
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        new_w, new_h = resize_shorter_size(img.width, img.height, self.resize)
+        crop_w, crop_h = min(self.crop, new_w), min(self.crop, new_h)
+        top = int(round((new_h - crop_h) / 2.0))
+        left = int(round((new_w - crop_w) / 2.0))
+        sx, sy = img.width / new_w, img.height / new_h
+        box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
+        out = img.resize((crop_w, crop_h), Image.BILINEAR, box=box)
+        return to_hwc_tensor(out)
+
+
+class BatchPreprocess:
+    """uint8 NHWC batch -> normalised float NCHW on the device, with optional PCA lighting."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device, channels_last: bool) -> None:
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0)
+        self.eigvec = torch.tensor(PCA_EIGVEC, device=device)
+        self.eigval = torch.tensor(PCA_EIGVAL, device=device)
+        self.device, self.channels_last = device, channels_last
+
+    def __call__(self, images: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        if not self.channels_last:
+            x = x.contiguous()
+        shift = self.mean
+        if alpha is not None:
+            # Lighting adds one RGB offset per image (on the [0,1] scale): fold it into the mean.
+            rgb = (self.eigvec * (alpha.to(self.device, non_blocking=True) * self.eigval).unsqueeze(1)).sum(2)
+            shift = shift - rgb.view(-1, 3, 1, 1) * 255.0
+        return (x - shift) * self.inv_std

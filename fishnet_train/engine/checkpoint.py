@@ -1,0 +1,131 @@
+"""The one checkpoint dict that holds everything a run needs to continue, written atomically.
+
+It holds only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, UserError
+from ..models import load_weights, read_checkpoint
+
+FORMAT = "fishnet-train/1"
+
+
+@dataclass
+class Progress:
+    """Where the run is: ``epoch`` is the current (0-based) epoch and ``epoch_step`` the global
+    batches of it already trained; ``step`` counts global batches since the start."""
+
+    epoch: int = 0
+    epoch_step: int = 0
+    step: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = -1
+
+
+def save_atomic(obj: dict[str, Any], path: str) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it.
+
+    A crash or a full disk at any moment leaves the previous file as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        what = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        raise UserError(f"could not write {path}: {what}; the previous checkpoint there is intact") from None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    progress: Progress,
+    config: dict,
+    rng_states: list[dict],
+    arch: str,
+    num_classes: int,
+    classes: list[str],
+    world_size: int,
+) -> dict[str, Any]:
+    """The checkpoint dict; ``rng_states`` holds one entry per rank."""
+    return {
+        "format": FORMAT,
+        "arch": arch,
+        "num_classes": num_classes,
+        "classes": classes,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "progress": asdict(progress),
+        "config": config,
+        "rng": rng_states,
+        "world_size": world_size,
+    }
+
+
+def load_training_state(path: str) -> dict[str, Any]:
+    state = read_checkpoint(path)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a fishnet-train training checkpoint; to start from its weights use model.pretrained={path}"
+        )
+    return state
+
+
+def restore_training_state(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    rank: int,
+    world_size: int,
+) -> Progress:
+    """Load model, optimiser, scaler and (same world size only) this rank's RNG state."""
+
+    load_weights(model, state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    if state.get("world_size") == world_size and rank < len(state["rng"]):
+        set_rng_state(state["rng"][rank])
+    return Progress(**state["progress"])

@@ -1,0 +1,12 @@
+"""Errors that mean the user asked for something that cannot work, not a bug.
+
+The command-line entry points print such an error as one line and exit with status 2.
+"""
+
+
+class UserError(Exception):
+    """A bad path, config value or file: the message says what is wrong and how to fix it."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read or does not fit the model."""

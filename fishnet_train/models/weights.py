@@ -1,0 +1,113 @@
+"""Loading weights: this project's checkpoints, DDP-prefixed ones and the released ones."""
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from .released import is_released_layout, released_to_ours
+
+CLASSIFIER_PREFIX = "classifier.fc."
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
+_SHOWN = 5
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers, never code."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path} (check the path)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} holds Python objects beyond tensors and plain containers, so it was not "
+            f"loaded ({first}); if you trust the file, convert it with tools/convert_checkpoint.py --trust"
+        ) from None
+    except Exception as e:  # zip/pickle/EOF errors all mean "not a checkpoint"
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(e).__name__}: {e})".splitlines()[0]) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state dict")
+    return obj
+
+
+def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights inside a checkpoint, in this project's key layout."""
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError("the file holds no model state dict (expected a 'model' or 'state_dict' entry of tensors)")
+    state = dict(obj)
+    if is_released_layout(state):
+        state, unknown = released_to_ours(state)
+        if unknown:
+            raise CheckpointError(f"released-layout checkpoint has {len(unknown)} unknown keys, e.g. {unknown[:_SHOWN]}")
+        return state
+    return {_strip_wrappers(k): v for k, v in state.items()}
+
+
+def _strip_wrappers(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
+def load_weights(
+    model: nn.Module,
+    path_or_state_dict: str | os.PathLike | Mapping[str, Any],
+    skip_classifier: bool = False,
+) -> nn.Module:
+    """Load weights strictly into ``model``; returns it.
+
+    Accepts a path or an already loaded dict, in this project's layout (a trainer
+    checkpoint or a bare state dict, ``module.`` prefixes allowed) or the released one.
+    ``skip_classifier=True`` leaves the final classifier as initialised, for fine-tuning
+    on a different number of classes. Any other mismatch raises one ``CheckpointError``.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        source = extract_state_dict(path_or_state_dict)
+    else:
+        source = extract_state_dict(read_checkpoint(path_or_state_dict))
+    target = model.state_dict()
+    if skip_classifier:
+        source = {k: v for k, v in source.items() if not k.startswith(CLASSIFIER_PREFIX)}
+        target = {k: v for k, v in target.items() if not k.startswith(CLASSIFIER_PREFIX)}
+    _check_match(source, target)
+    model.load_state_dict(source, strict=not skip_classifier)
+    return model
+
+
+def _check_match(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> None:
+    missing = [k for k in target if k not in source]
+    unexpected = [k for k in source if k not in target]
+    shapes = [
+        f"{k} {tuple(source[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in source and source[k].shape != v.shape
+    ]
+    problems = [
+        (f"{len(missing)} missing", missing),
+        (f"{len(unexpected)} unexpected", unexpected),
+        (f"{len(shapes)} of another shape", shapes),
+    ]
+    problems = [(label, items) for label, items in problems if items]
+    if not problems:
+        return
+    parts = "; ".join(f"{label} (e.g. {', '.join(items[:_SHOWN])})" for label, items in problems)
+    hint = ""
+    if any(s.startswith(CLASSIFIER_PREFIX) for s in shapes):
+        hint = "; the class counts differ: set model.num_classes to match, or fine-tune with skip_classifier"
+    elif missing or unexpected:
+        hint = "; is it a checkpoint of another model? (fishnet99/150/201 differ in depth)"
+    raise CheckpointError(f"checkpoint does not fit the model: {parts}{hint}")

@@ -1,0 +1,112 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fishnet_train.data import ImageFolderDataset, ValTransform, collate, find_split, find_splits, scan_undecodable
+from fishnet_train.data.images import load_rgb
+from fishnet_train.errors import UserError
+
+
+def save(img: Image.Image, path: Path, fmt: str, **kwargs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt, **kwargs)
+
+
+def rgb(size=(40, 30), colour=(200, 30, 60)) -> Image.Image:
+    return Image.new("RGB", size, colour)
+
+
+def plant_odd_files(folder: Path) -> tuple[set[str], set[str]]:
+    """Valid-but-odd files and undecodable ones; returns (odd names, bad names)."""
+    save(rgb().convert("L"), folder / "gray.jpg", "JPEG")
+    save(rgb().convert("CMYK"), folder / "cmyk.JPEG", "JPEG")
+    save(rgb().convert("P"), folder / "palette.png", "PNG")
+    save(rgb().convert("RGBA"), folder / "alpha.png", "PNG")
+    save(Image.fromarray(np.full((30, 40), 40000, dtype=np.uint16)), folder / "sixteen.png", "PNG")
+    save(rgb(), folder / "png_named.jpg", "PNG")
+    (folder / "empty.jpg").write_bytes(b"")
+    buf = io.BytesIO()
+    rgb((200, 200)).save(buf, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    (folder / "text.png").write_text("not an image at all")
+    odd = {"gray.jpg", "cmyk.JPEG", "palette.png", "alpha.png", "sixteen.png", "png_named.jpg"}
+    return odd, {"empty.jpg", "truncated.jpg", "text.png"}
+
+
+def test_odd_but_valid_images_load_as_rgb(tmp_path):
+    odd, _ = plant_odd_files(tmp_path)
+    for name in odd:
+        img = load_rgb(str(tmp_path / name))
+        assert img.mode == "RGB", name
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
+    save(Image.fromarray(np.full((4, 4), 32896, dtype=np.uint16)), tmp_path / "g16.png", "PNG")
+    assert load_rgb(str(tmp_path / "g16.png")).getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    save(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), tmp_path / "clear.png", "PNG")
+    assert load_rgb(str(tmp_path / "clear.png")).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_decompression_bombs_are_undecodable(tmp_path, monkeypatch):
+    save(rgb((100, 100)), tmp_path / "big.png", "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(Image.DecompressionBombError):
+        load_rgb(str(tmp_path / "big.png"))
+
+
+def split_with_bad_files(tmp_path: Path):
+    root = tmp_path / "data" / "val"
+    odd, bad = plant_odd_files(root / "a")
+    save(rgb(), root / "b" / "fine.png", "PNG")
+    (root / "b" / ".DS_Store").write_bytes(b"\x00\x01")
+    return find_split(str(tmp_path / "data"), "val"), odd, bad
+
+
+def test_skip_policy_replaces_bad_files_and_reports_exactly_them(tmp_path):
+    split, odd, bad = split_with_bad_files(tmp_path)
+    assert not any(p.endswith(".DS_Store") for p, _ in split.samples)  # not an image extension
+    dataset = ImageFolderDataset(split, ValTransform(36, 32), train=False, bad_images="skip")
+    images, targets, _, skipped = collate([dataset[i] for i in range(len(dataset))])
+    assert images.shape == (len(dataset), 32, 32, 3) and images.dtype == torch.uint8
+    assert {Path(s.split(":")[0]).name for s in skipped} == bad
+
+
+def test_error_policy_names_the_file(tmp_path):
+    split, _, _ = split_with_bad_files(tmp_path)
+    dataset = ImageFolderDataset(split, ValTransform(36, 32), train=False, bad_images="error")
+    index = next(i for i, (p, _) in enumerate(split.samples) if p.endswith("empty.jpg"))
+    with pytest.raises(UserError, match="empty.jpg"):
+        dataset[index]
+
+
+def test_scan_lists_every_undecodable_file(tmp_path):
+    split, _, bad = split_with_bad_files(tmp_path)
+    reasons = scan_undecodable([split], workers=0)
+    assert {Path(r.split(":")[0]).name for r in reasons} == bad
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({}, "is not a directory"),
+    ({"train/a/x.png": 1}, "val not found"),
+    ({"train/a/x.png": 1, "val/": 0}, "class folder"),
+    ({"train/a/x.png": 1, "train/b/": 0, "val/a/x.png": 1, "val/b/x.png": 1}, "no valid file"),
+    ({"train/a/x.png": 1, "val/b/x.png": 1}, "other classes"),
+])
+def test_bad_layouts_are_one_clear_error_naming_the_path(tmp_path, layout, message):
+    root = tmp_path / "data"
+    for rel, is_image in layout.items():
+        path = root / rel
+        if is_image:
+            save(rgb(), path, "PNG")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+    with pytest.raises(UserError, match=message) as info:
+        find_splits(str(root))
+    assert "\n" not in str(info.value)

@@ -1,0 +1,47 @@
+from fishnet_train.data.samplers import EvalSampler, TrainSampler
+
+
+def global_batches(num_samples, global_batch, world, epoch=0, start=0, seed=0):
+    """The global batches as the union, in rank order, of what each rank draws."""
+    per_rank = []
+    for rank in range(world):
+        sampler = TrainSampler(num_samples, global_batch, rank, world, seed)
+        sampler.set_epoch(epoch, start)
+        per_rank.append(list(sampler))
+    chunk = global_batch // world
+    steps = len(per_rank[0]) // chunk
+    return [sum((r[s * chunk:(s + 1) * chunk] for r in per_rank), []) for s in range(steps)]
+
+
+def test_global_batches_do_not_depend_on_the_number_of_processes():
+    assert global_batches(100, 8, 1) == global_batches(100, 8, 2) == global_batches(100, 8, 4)
+
+
+def test_epoch_is_a_permutation_with_the_incomplete_batch_dropped():
+    batches = global_batches(30, 8, 2)
+    indices = [i for batch in batches for i, _ in batch]
+    assert len(batches) == 3 and len(set(indices)) == 24 and all(0 <= i < 30 for i in indices)
+
+
+def test_epochs_differ_and_are_reproducible():
+    assert global_batches(50, 10, 1, epoch=0) == global_batches(50, 10, 1, epoch=0)
+    assert global_batches(50, 10, 1, epoch=0) != global_batches(50, 10, 1, epoch=1)
+
+
+def test_resuming_at_a_batch_continues_with_the_same_samples_and_seeds():
+    full = global_batches(64, 8, 2, epoch=3)
+    assert global_batches(64, 8, 2, epoch=3, start=5) == full[5:]
+    assert global_batches(64, 8, 4, epoch=3, start=5) == full[5:]
+
+
+def test_end_batch_caps_the_epoch():
+    sampler = TrainSampler(64, 8)
+    sampler.set_epoch(0, 1, 3)
+    assert len(list(sampler)) == len(sampler) == 16
+
+
+def test_eval_shards_cover_every_image_exactly_once():
+    for world in (1, 2, 3, 4):
+        shards = [list(EvalSampler(7, r, world)) for r in range(world)]
+        assert sum(shards, []) == list(range(7))
+        assert [len(EvalSampler(7, r, world)) for r in range(world)] == [len(s) for s in shards]

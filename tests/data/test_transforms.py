@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from fishnet_train.data.transforms import (
+    PCA_EIGVAL, PCA_EIGVEC, BatchPreprocess, TrainTransform, ValTransform, random_resized_crop_box,
+)
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth gradients plus noise: resampling differences show up, as on real photos."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (300, 300), (2400, 1600), (68, 120), (257, 1000)])
+def test_val_pixels_equal_torchvision_resize_and_center_crop(size):
+    img = photo(*size)
+    reference = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])(img).permute(1, 2, 0)
+    ours = ValTransform(256, 224)(img)
+    assert ours.shape == reference.shape == (224, 224, 3)
+    assert (ours.int() - reference.int()).abs().max() <= 1  # uint8 rounding only
+
+
+def test_crop_box_draws_exactly_like_torchvision_from_the_same_random_state():
+    for seed in range(50):
+        torch.manual_seed(seed)
+        top, left, h, w = T.RandomResizedCrop.get_params(photo(500, 375), [0.08, 1.0], [3 / 4, 4 / 3])
+        ours = random_resized_crop_box(500, 375, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(seed))
+        assert ours == (left, top, w, h)
+
+
+def test_train_crop_equals_crop_then_resize_inside_the_border():
+    img = photo(500, 375)
+    generator = torch.Generator().manual_seed(1)
+    out, _ = TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), hflip=False, lighting=0.0)(img, generator)
+    left, top, w, h = random_resized_crop_box(500, 375, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(1))
+    expected = np.asarray(img.crop((left, top, left + w, top + h)).resize((224, 224), Image.BILINEAR))
+    # Resizing with a box reads the real pixels just outside the crop where crop() would
+    # clamp at its edge, so only the outermost pixels may differ by more than rounding.
+    diff = np.abs(out.numpy().astype(int) - expected.astype(int))
+    assert diff[2:-2, 2:-2].max() <= 1
+
+
+def test_same_seed_same_augmentation_different_seed_different():
+    tf = TrainTransform(64, (0.08, 1.0), (3 / 4, 4 / 3), hflip=True, lighting=0.1)
+    img = photo(200, 150)
+    a, alpha_a = tf(img, torch.Generator().manual_seed(5))
+    b, alpha_b = tf(img, torch.Generator().manual_seed(5))
+    c, _ = tf(img, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and torch.equal(alpha_a, alpha_b)
+    assert not torch.equal(a, c)
+
+
+def test_flip_happens_about_half_the_time():
+    tf = TrainTransform(32, (1.0, 1.0), (1.0, 1.0), hflip=True, lighting=0.0)
+    img = photo(32, 32)
+    plain = np.asarray(img)
+    flips = sum(not np.array_equal(tf(img, torch.Generator().manual_seed(s))[0].numpy(), plain) for s in range(400))
+    assert 150 < flips < 250
+
+
+def test_batch_preprocess_equals_to_tensor_then_normalize():
+    images = torch.randint(0, 256, (2, 40, 30, 3), dtype=torch.uint8)
+    ours = BatchPreprocess(MEAN, STD, torch.device("cpu"), channels_last=True)(images)
+    reference = T.Normalize(MEAN, STD)(images.permute(0, 3, 1, 2).float() / 255.0)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_lighting_adds_the_alexnet_pca_offset_per_image():
+    images = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
+    alpha = torch.tensor([[0.1, -0.2, 0.05], [0.0, 0.0, 0.0]])
+    ours = BatchPreprocess(MEAN, STD, torch.device("cpu"), channels_last=False)(images, alpha)
+    eigvec, eigval = torch.tensor(PCA_EIGVEC), torch.tensor(PCA_EIGVAL)
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    for n in range(2):
+        rgb = eigvec @ (alpha[n] * eigval)  # rgb_i = sum_j eigvec[i, j] * alpha_j * eigval_j
+        expected = T.Normalize(MEAN, STD)(x[n] + rgb.view(3, 1, 1))
+        torch.testing.assert_close(ours[n], expected, rtol=1e-5, atol=1e-5)

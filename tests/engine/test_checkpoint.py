@@ -1,0 +1,53 @@
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fishnet_train.engine.checkpoint import save_atomic
+from fishnet_train.errors import UserError
+
+
+def test_atomic_save_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "last.pt"
+    save_atomic({"v": torch.tensor(1)}, str(path))
+    save_atomic({"v": torch.tensor(2)}, str(path))
+    assert torch.load(path, weights_only=True)["v"].item() == 2
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_atomic({"v": torch.tensor(1)}, str(path))
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(UserError, match="disk is full.*previous checkpoint there is intact"):
+        save_atomic({"v": torch.tensor(2)}, str(path))
+    assert torch.load(path, weights_only=True)["v"].item() == 1
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_process_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
+    path = tmp_path / "last.pt"
+    save_atomic({"v": torch.tensor(1)}, str(path))
+    # The child starts a large save and SIGKILLs itself in the middle of writing it.
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        from fishnet_train.engine import checkpoint
+        real_save = torch.save
+        def dying_save(obj, f):
+            f.write(b"partial bytes")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        checkpoint.torch.save = dying_save
+        checkpoint.save_atomic({{"v": torch.zeros(1000)}}, {str(path)!r})
+    """)
+    result = subprocess.run([sys.executable, "-c", script])
+    assert result.returncode == -9
+    assert torch.load(path, weights_only=True)["v"].item() == 1

@@ -1,0 +1,150 @@
+import pytest
+import torch
+
+from fishnet_train.models import FishNet, create_model, list_models, model_info
+from fishnet_train.models.blocks import Bottleneck
+
+# A small FishNet (one block per stage) keeps CPU tests fast while exercising every stage.
+TINY = dict(residual_blocks=(1,) * 10, transfer_blocks=(1,) * 6)
+
+
+def tiny(**kwargs) -> FishNet:
+    return FishNet(**TINY, **kwargs)
+
+
+def test_registry_lists_the_three_released_models():
+    assert list_models() == ["fishnet150", "fishnet201", "fishnet99"]
+
+
+def test_unknown_model_name_lists_known_names():
+    with pytest.raises(ValueError, match="fishnet150, fishnet201, fishnet99"):
+        create_model("fishnet42")
+
+
+@pytest.mark.parametrize("name", ["fishnet99", "fishnet150", "fishnet201"])
+def test_parameter_count_is_exactly_the_released_count(name):
+    with torch.device("meta"):
+        model = create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == model_info(name).params
+
+
+@pytest.mark.parametrize("name", ["fishnet99", "fishnet150", "fishnet201"])
+def test_macs_at_224_within_one_percent_of_published(name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = create_model(name).eval()
+        x = torch.empty(1, 3, 224, 224)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    gmacs = counter.get_total_flops() / 2e9
+    assert gmacs == pytest.approx(model_info(name).gmacs, rel=0.01)
+
+
+def test_output_and_feature_shapes_at_224():
+    model = tiny(num_classes=7).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        logits = model(x)
+    assert logits.shape == (1, 7)
+    assert [f.shape[1] for f in features] == list(model.feature_channels) == [320, 832, 1600, 2112]
+    assert [f.shape[-1] for f in features] == [56, 28, 14, 7]  # strides 4, 8, 16, 32
+
+
+@pytest.mark.parametrize("size", [(64, 64), (225, 300), (512, 384), (32, 32), (33, 47)])
+def test_any_input_of_at_least_32_pixels_works(size):
+    model = tiny(num_classes=5).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(1, 3, *size))
+        logits = model.classifier(features[-1])
+    assert logits.shape == (1, 5)
+
+    def half(n):  # a 3x3 stride-2 conv or pool with padding 1
+        return (n - 1) // 2 + 1
+
+    assert tuple(features[0].shape[-2:]) == (half(half(size[0])), half(half(size[1])))
+    for small, big in zip(features[1:], features[:-1]):
+        assert small.shape[-2] == big.shape[-2] // 2 and small.shape[-1] == big.shape[-1] // 2
+
+
+def test_inputs_below_32_pixels_are_refused_clearly():
+    with pytest.raises(ValueError, match="at least 32x32"):
+        tiny().eval()(torch.randn(1, 3, 31, 64))
+
+
+def test_up_block_sums_adjacent_channel_pairs_as_residual():
+    block = Bottleneck(8, 4, mode="up", k=2)
+    for conv in (block.conv1, block.conv2, block.conv3):
+        torch.nn.init.zeros_(conv.weight)
+    x = torch.randn(2, 8, 5, 5)
+    expected = x[:, 0::2] + x[:, 1::2]
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_norm_block_projects_only_when_channels_change():
+    assert Bottleneck(8, 8).shortcut is None
+    assert Bottleneck(8, 16).shortcut is not None
+
+
+def test_released_initialisation():
+    model = tiny()
+    conv = model.tail[0].blocks[0].conv2  # 3x3, 32 output channels
+    expected_std = (2.0 / (3 * 3 * conv.out_channels)) ** 0.5
+    assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.1)
+    bn = model.tail[0].blocks[0].bn1
+    assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+def test_seeded_construction_and_forward_are_deterministic():
+    torch.manual_seed(3)
+    a = tiny(num_classes=4)
+    torch.manual_seed(3)
+    b = tiny(num_classes=4)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+def test_grad_checkpointing_gives_same_outputs_gradients_and_bn_statistics():
+    torch.manual_seed(0)
+    plain = tiny(num_classes=3)
+    checkpointed = tiny(num_classes=3, grad_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    outputs = []
+    for model in (plain, checkpointed):
+        model.train()
+        out = model(x)
+        out.square().sum().backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    for (name, a), b in zip(plain.named_buffers(), checkpointed.buffers()):
+        torch.testing.assert_close(a, b, msg=name)  # running stats updated once, not twice
+
+
+def test_drop_rate_applies_dropout_before_the_classifier_in_training_only():
+    model = tiny(num_classes=3, drop_rate=0.5)
+    assert model.classifier.drop.p == 0.5
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(model(x), model(x))
+
+
+def test_channels_last_gives_the_same_outputs():
+    model = tiny(num_classes=3).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        model_cl = model.to(memory_format=torch.channels_last)
+        out = model_cl(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_compiles_as_one_graph_without_breaks():
+    model = tiny(num_classes=3).eval()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: a break is an error
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))
