@@ -33,6 +33,10 @@ def configure_runtime(seed: int, rank: int, deterministic: bool, device: torch.d
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type == "cpu" and local_processes > 1:
+        # Processes sharing the CPU must share its cores too, or their threads fight.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_processes))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic

@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import to_plain
 from ..errors import UserError
 from .checkpoint import Progress, load_training_state, restore_training_state, rng_state, save_atomic, training_state
-from .distributed import DistInfo, all_gather_objects, all_reduce_max, broadcast_object, init_distributed, shutdown
+from .distributed import (
+    DistInfo, all_gather_objects, all_reduce_max, all_reduce_sum, broadcast_object, init_distributed, shutdown,
+)
 from .evaluate import autocast, evaluate
 from .optim import LrSchedule, build_sgd, set_lr
 from .reporting import Reporter
@@ -61,6 +63,12 @@ def train(cfg: DictConfig, run_dir: str) -> dict | None:
     stop = StopRequest().install()
     try:
         return fit(prepare(cfg, run_dir, info, reporter, stop))
+    except Preempted:
+        handler = stop.previous_handler()
+        stop.uninstall()
+        if callable(handler):  # e.g. submitit's, which requeues the job
+            handler(stop.signum, None)
+        raise
     finally:
         stop.uninstall()
         reporter.close()
@@ -97,16 +105,10 @@ def prepare(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter, s
         step_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     if t.compile:
         step_model = torch.compile(step_model)
-    reporter.write_text("config.yaml", _yaml(cfg))
+    reporter.write_text("config.yaml", OmegaConf.to_yaml(to_plain(cfg)))
     reporter.info(f"{m.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {num_classes} classes, "
                   f"{info.world_size} process(es) on {info.device.type}, {steps} steps per epoch")
     return Run(cfg, info, reporter, model, step_model, optimizer, scaler, schedule, data, progress, amp, steps, ckpt_dir, stop)
-
-
-def _yaml(cfg: DictConfig) -> str:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg)))
 
 
 def resume_path(resume: str | None, ckpt_dir: str) -> str | None:
@@ -166,6 +168,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         micro_batches = [next(batches) for _ in range(t.accum_steps)]
         waited += time.perf_counter() - before
         loss = optimizer_step(run, micro_batches)
+        crash_once_for_tests(p.step, info.rank)
         loss_sum += loss
         p.step += 1
         p.epoch_step += 1
@@ -180,15 +183,21 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             save_checkpoint(run, best=False)
     elapsed = time.perf_counter() - started
     done = max(1, p.epoch_step - first)
-    mean_loss = all_reduce_mean(loss_sum / done, info)
+    mean_loss = all_reduce_sum(loss_sum / done).item() / info.world_size
     return {"loss": mean_loss, "lr": lr, "images_per_sec": done * run.cfg.data.batch_size / elapsed,
             "data_wait": waited / elapsed}
 
 
-def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> float:
-    from .distributed import all_reduce_sum
-
-    return all_reduce_sum(value.detach().clone()).item() / info.world_size
+def crash_once_for_tests(step: int, rank: int) -> None:
+    """Test hook for elastic restarts: FISHNET_TEST_CRASH_ONCE=<marker file>:<step> makes rank 1
+    (or 0 alone) die at that step unless the marker exists; it creates the marker first."""
+    spec = os.environ.get("FISHNET_TEST_CRASH_ONCE")
+    if not spec:
+        return
+    marker, crash_step = spec.rsplit(":", 1)
+    if step == int(crash_step) and rank == min(1, int(os.environ.get("WORLD_SIZE", "1")) - 1) and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(13)
 
 
 def optimizer_step(run: Run, micro_batches: list) -> torch.Tensor:
