@@ -69,7 +69,19 @@ def init_distributed(device_preference: str) -> DistInfo:
             os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank))
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(minutes=30), device_id=device if device.type == "cuda" else None)
+        device_id = device if device.type == "cuda" else None
+        timeout = timedelta(minutes=30)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if attempt is None:
+            dist.init_process_group(backend, timeout=timeout, device_id=device_id)
+        else:
+            # The elastic agent's store outlives a worker restart and still holds the last
+            # attempt's addresses (pytorch/pytorch#167288); a namespace per attempt keeps
+            # the restarted group from connecting to processes that are gone.
+            store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+            store = dist.PrefixStore(f"fishnet/attempt_{attempt}", store)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout,
+                                    device_id=device_id)
     return DistInfo(rank, world, local_rank, device)
 
 
@@ -122,8 +134,15 @@ def local_process_count(devices: str, device_preference: str) -> int:
 
 
 def launch_local(nprocs: int, entrypoint: Callable[..., Any], *args: Any, run_id: str = "fishnet") -> None:
-    """Start ``nprocs`` workers on this machine with torch's elastic launcher."""
+    """Start ``nprocs`` workers on this machine with torch's elastic launcher.
+
+    The workers report their own errors; the launcher's tracebacks about them are muted.
+    """
+    import logging
+
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
 
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=run_id,

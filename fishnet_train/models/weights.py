@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -22,12 +24,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path} (check the path)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        unsafe = re.search(r"GLOBAL (\S+)", str(e))
+        if unsafe:
+            raise CheckpointError(
+                f"{path} was not loaded: it would unpickle {unsafe.group(1)}, not just tensors and plain "
+                "containers; if you trust the file, convert it with tools/convert_checkpoint.py --trust"
+            ) from None
         raise CheckpointError(
-            f"{path} holds Python objects beyond tensors and plain containers, so it was not "
-            f"loaded ({first}); if you trust the file, convert it with tools/convert_checkpoint.py --trust"
+            f"{path} is not a PyTorch checkpoint, or not one that loads safely (it does not unpickle as tensors "
+            "and plain containers); if it is a legacy checkpoint you trust, convert it with "
+            "tools/convert_checkpoint.py --trust"
         ) from None
     except Exception as e:  # zip/pickle/EOF errors all mean "not a checkpoint"
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(e).__name__}: {e})".splitlines()[0]) from None

@@ -98,11 +98,15 @@ class _Payload:
 
 def test_crafted_pickle_is_refused_and_its_payload_never_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as f:
-        pickle.dump({"state_dict": _Payload()}, f)
-    with pytest.raises(CheckpointError, match="not loaded"):
-        load_weights(FishNet(**TINY), path)
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):
+        path = tmp_path / f"evil{protocol}.pt"
+        with open(path, "wb") as f:
+            pickle.dump({"state_dict": _Payload()}, f, protocol=protocol)
+        with pytest.raises(CheckpointError, match="--trust"):
+            load_weights(FishNet(**TINY), path)
+    torch.save({"state_dict": _Payload()}, tmp_path / "evil_zip.pt")  # the payload inside a real .pt
+    with pytest.raises(CheckpointError, match="not loaded: it would unpickle posix.system"):
+        load_weights(FishNet(**TINY), tmp_path / "evil_zip.pt")
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
 
 

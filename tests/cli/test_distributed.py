@@ -1,0 +1,156 @@
+"""Several processes on the CPU (gloo): DDP, torchrun, preemption, crashes and exact resume."""
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ..conftest import write_image_folder
+from .helpers import BIN, TINY_TRAIN, assert_ok, metrics, run_cli, train
+
+pytestmark = pytest.mark.slow
+STEPS = ["trainer.epochs=2", "trainer.max_steps_per_epoch=3", "data.batch_size=8"]
+
+
+def weights(run_dir, parameters_only_of=None):
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    return state["model"] if parameters_only_of is None else {
+        k: v for k, v in state["model"].items() if k in parameters_only_of}
+
+
+def test_two_ranks_equal_one_process_accumulating_two_micro_batches(image_folder, tmp_path):
+    ddp, accum = tmp_path / "ddp", tmp_path / "accum"
+    assert_ok(train(image_folder, ddp, *STEPS, "trainer.devices=2"))
+    # One thread, as each of the two DDP processes has: at the released initialisation a
+    # 3-class FishNet's gradients are so ill-conditioned that the summation order of another
+    # thread count alone changes them visibly.
+    assert_ok(train(image_folder, accum, *STEPS, "trainer.devices=1", "trainer.accum_steps=2",
+                    env={"OMP_NUM_THREADS": "1"}))
+    from fishnet_train.models import create_model
+
+    names = {n for n, _ in create_model("fishnet99", num_classes=3).named_parameters()}
+    a, b = weights(ddp, names), weights(accum, names)  # BN running stats legitimately differ
+    assert set(a) == names
+    for key in names:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert [r["epoch"] for r in metrics(ddp)] == [1, 2]
+
+
+def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_path):
+    data = write_image_folder(tmp_path / "data", val_per_class=3)
+    for extra in sorted((data / "val").glob("class_[12]/img_2.png")):
+        extra.unlink()  # 3 + 2 + 2 = 7 images: does not split evenly over 2 ranks
+    assert_ok(train(data, tmp_path / "run", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"eval{devices}"
+        assert_ok(run_cli("fishnet-eval", f"checkpoint={ckpt}", f"data.root={data}", f"hydra.run.dir={out}",
+                          "data.workers=0", "data.batch_size=2", f"trainer.devices={devices}",
+                          f"eval.predictions={out}.csv"))
+        results[devices] = __import__("json").loads((out / "eval.json").read_text())
+        assert len((tmp_path / f"eval{devices}.csv").read_text().splitlines()) == 8
+    assert results[1]["images"] == results[2]["images"] == 7
+    assert results[1]["top1"] == results[2]["top1"] and results[1]["top5"] == results[2]["top5"]
+    assert results[1]["loss"] == pytest.approx(results[2]["loss"], rel=1e-6)
+    rows = [[line.split(",")[:7] for line in (tmp_path / f"eval{d}.csv").read_text().splitlines()] for d in (1, 2)]
+    assert rows[0] == rows[1]  # same files, in order, with the same predicted classes
+
+
+def start_training(data, run_dir, *overrides):
+    cmd = [str(BIN / "fishnet-train"), *TINY_TRAIN, f"data.root={data}", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_step(run_dir, step, proc, timeout=240):
+    """Wait until last.pt records at least ``step`` optimiser steps."""
+    path = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists():
+            try:
+                if torch.load(path, weights_only=True)["progress"]["step"] >= step:
+                    return
+            except Exception:
+                pass  # being replaced right now
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step {step}; exit {proc.poll()}")
+
+
+EXACT = ["trainer.epochs=2", "trainer.max_steps_per_epoch=4", "data.batch_size=6", "trainer.checkpoint_every_steps=1"]
+
+
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(image_folder, tmp_path):
+    reference = tmp_path / "reference"
+    assert_ok(train(image_folder, reference, *EXACT))
+    run_dir = tmp_path / "killed"
+    proc = start_training(image_folder, run_dir, *EXACT)
+    wait_for_step(run_dir, random.Random().randint(1, 5), proc)
+    time.sleep(random.Random().uniform(0.0, 0.4))  # anywhere: mid-step, mid-save
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert_ok(train(image_folder, run_dir, *EXACT, "trainer.resume=auto"))
+    a, b = weights(reference), weights(run_dir)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_sigterm_mid_epoch_saves_exits_75_and_resume_finishes(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = ["trainer.epochs=1", "trainer.max_steps_per_epoch=6", "data.batch_size=4"]
+    proc = start_training(image_folder, run_dir, *overrides, "trainer.checkpoint_every_steps=1")
+    wait_for_step(run_dir, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 75, stderr
+    assert "preempted" in stderr and "Traceback" not in stderr
+    progress = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["progress"]
+    assert progress["epoch"] == 0 and 2 <= progress["epoch_step"] < 6
+    result = train(image_folder, run_dir, *overrides)
+    assert_ok(result)
+    assert f"step {progress['epoch_step']} of it" in result.stdout
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"] == 6
+
+
+def torchrun(*args, cwd, env=None, timeout=240):
+    cmd = [sys.executable, "-m", "torch.distributed.run", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+def test_devices_2_and_torchrun_each_train_into_one_run_directory(image_folder, tmp_path):
+    for name, command in (
+        ("spawned", lambda cwd: run_cli("fishnet-train", *TINY_TRAIN, f"data.root={image_folder}", *STEPS[1:],
+                                        "trainer.epochs=1", "trainer.devices=2", cwd=cwd)),
+        ("torchrun", lambda cwd: torchrun("--standalone", "--nproc-per-node", "2", str(BIN / "fishnet-train"),
+                                          *TINY_TRAIN, f"data.root={image_folder}", *STEPS[1:], "trainer.epochs=1",
+                                          cwd=cwd)),
+    ):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        result = command(cwd)
+        assert_ok(result)
+        runs = list((cwd / "outputs" / "train").iterdir())
+        assert len(runs) == 1, runs
+        assert [r["epoch"] for r in metrics(runs[0])] == [1]
+        assert (runs[0] / "checkpoints" / "last.pt").exists()
+        assert sorted(p.name for p in cwd.iterdir()) == ["outputs"]
+
+
+def test_torchrun_restarts_a_crashed_worker_and_the_run_completes(image_folder, tmp_path):
+    marker = tmp_path / "crashed-once"
+    run_dir = tmp_path / "run"
+    result = torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", str(BIN / "fishnet-train"),
+                      *TINY_TRAIN, f"data.root={image_folder}", *STEPS, "trainer.checkpoint_every_steps=1",
+                      f"hydra.run.dir={run_dir}", cwd=tmp_path, env={"FISHNET_TEST_CRASH_ONCE": f"{marker}:2"})
+    assert_ok(result)
+    assert marker.exists()
+    assert "resumed from" in (run_dir / "train.log").read_text()
+    assert [r["epoch"] for r in metrics(run_dir)] == [1, 2]
+    shutil.rmtree(run_dir)
