@@ -1,0 +1,41 @@
+"""The commands work from any directory after a NON-editable install, without the source tree."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import TINY_TRAIN
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_wheel_install_runs_from_another_directory(image_folder, tmp_path):
+    wheels, target, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)], check=True,
+                   capture_output=True, timeout=300)
+    wheel = next(wheels.glob("fishnet_train-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(target), "PYTHONUNBUFFERED": "1"}
+
+    def run(*args):
+        return subprocess.run(list(args), cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+
+    where = run(sys.executable, "-c", "import fishnet_train; print(fishnet_train.__file__)")
+    assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
+    help_text = run(str(target / "bin" / "fishnet-train"), "--help")
+    assert "experiment: demo" in help_text.stdout and "fishnet150_paper" in help_text.stdout
+    trained = run(str(target / "bin" / "fishnet-train"), *TINY_TRAIN, f"data.root={image_folder}",
+                  "trainer.epochs=1", "trainer.max_steps_per_epoch=1")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    run_dirs = list((elsewhere / "outputs" / "train").iterdir())
+    assert len(run_dirs) == 1 and (run_dirs[0] / "checkpoints" / "last.pt").exists()
+    evaluated = run(str(target / "bin" / "fishnet-eval"), f"checkpoint={run_dirs[0] / 'checkpoints' / 'last.pt'}",
+                    f"data.root={image_folder}", "data.workers=0")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "top1" in evaluated.stdout
