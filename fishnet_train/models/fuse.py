@@ -1,0 +1,32 @@
+"""Inference-only rewrite: fold each BatchNorm that directly follows a convolution into it."""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .blocks import Bottleneck
+from .fishnet import FishNet
+
+
+def _fold_sequential(seq: nn.Sequential) -> None:
+    names = list(seq._modules)
+    for a, b in zip(names, names[1:]):
+        conv, bn = seq._modules[a], seq._modules[b]
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+            seq._modules[b] = nn.Identity()
+
+
+def fuse_for_inference(model: FishNet) -> FishNet:
+    """A copy of ``model`` in eval mode with conv->BN pairs folded (outputs equal up to float
+    rounding). Pre-activation BNs (BN->ReLU->conv) cannot fold and stay as they are."""
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, Bottleneck):
+            module.conv1, module.bn2 = fuse_conv_bn_eval(module.conv1, module.bn2), nn.Identity()
+            module.conv2, module.bn3 = fuse_conv_bn_eval(module.conv2, module.bn3), nn.Identity()
+        elif isinstance(module, nn.Sequential):
+            _fold_sequential(module)
+    return fused

@@ -1,0 +1,54 @@
+"""Data-pipeline benchmark: the trainer's worker transforms vs torchvision's reference."""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torchvision import transforms as T
+from torchvision.datasets.folder import pil_loader
+
+from fishnet_train.data import ImageFolderDataset, TrainTransform, ValTransform, find_split
+from fishnet_train.data.samplers import sample_seed
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _rate(fn: Callable[[int], object], n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return n / (time.perf_counter() - start)
+
+
+def bench_data(root: str, limit: int | None, rounds: int) -> dict:
+    """Images/s on one thread; each pipeline reads the same files, rounds alternate."""
+    torch.set_num_threads(1)
+    splits = [find_split(root, name) for name in ("train", "val") if os.path.isdir(os.path.join(root, name))]
+    samples = [s for split in splits for s in split.samples][:limit]
+    split = splits[0].__class__(root, splits[0].classes, samples)
+    paths = [p for p, _ in samples]
+    ours_train = ImageFolderDataset(split, TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.1), train=True)
+    ours_val = ImageFolderDataset(split, ValTransform(256, 224), train=False)
+    ref_train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+    ref_val = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(MEAN, STD)])
+    pipelines = {
+        ("train", "ours"): lambda i: ours_train[(i, sample_seed(0, 0, i))],
+        ("train", "reference"): lambda i: ref_train(pil_loader(paths[i])),
+        ("val", "ours"): lambda i: ours_val[i],
+        ("val", "reference"): lambda i: ref_val(pil_loader(paths[i])),
+        ("decode_only", ""): lambda i: pil_loader(paths[i]),
+    }
+    rates: dict = {key: [] for key in pipelines}
+    for _ in range(rounds):
+        for key, fn in pipelines.items():
+            rates[key].append(_rate(fn, len(paths)))
+    med = {key: statistics.median(v) for key, v in rates.items()}
+    return {
+        "train": {"ours": med[("train", "ours")], "reference": med[("train", "reference")]},
+        "val": {"ours": med[("val", "ours")], "reference": med[("val", "reference")]},
+        "decode_only": med[("decode_only", "")],
+        "images": len(paths),
+    }

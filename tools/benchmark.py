@@ -1,0 +1,79 @@
+"""Speed, measured side by side in one run: ours against the plain reference.
+
+    python tools/benchmark.py data --root DIR [--limit N] --json OUT
+    python tools/benchmark.py model --model fishnet150 --batch 16 --size 224 --json OUT
+    python tools/benchmark.py trainer --model fishnet99 --batch 16 --size 224 --json OUT
+    python tools/benchmark.py all --root DIR --json OUT
+
+``data``: images/s of ONE process on ONE thread over DIR's ImageFolder splits, for what the
+trainer's loader workers do (ours) and for the torchvision reference pipeline.
+``model``: training-step and inference images/s of the trainer's defaults for the device
+(ours) against the plain eager NCHW fp32 model, alternating in one process, plus the peak
+memory of a training step with and without gradient checkpointing.
+``trainer``: the trainer loop on in-memory batches against the bare model step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_data import bench_data  # noqa: E402
+from bench_model import bench_model, bench_trainer  # noqa: E402
+
+
+def print_table(title: str, rows: dict) -> None:
+    print(f"\n{title}")
+    for name, value in rows.items():
+        if isinstance(value, dict) and {"ours", "reference"} <= set(value) or {"ours", "eager"} <= set(value):
+            base = value.get("reference", value.get("eager"))
+            print(f"  {name:<10} ours {value['ours']:10.1f}   reference {base:10.1f}   speed-up {value['ours'] / base:5.2f}x")
+        elif isinstance(value, dict):
+            print(f"  {name:<10} " + "   ".join(f"{k} {v:.1f}" for k, v in value.items()))
+        else:
+            print(f"  {name:<10} {value:.3f}" if isinstance(value, float) else f"  {name:<10} {value}")
+
+
+def median_of(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("data", "model", "trainer", "all"))
+    parser.add_argument("--root", help="ImageFolder root (with train/ and/or val/) for the data benchmark")
+    parser.add_argument("--limit", type=int, default=None, help="use at most N images")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--model", default="fishnet150")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    results = {}
+    if args.what in ("data", "all"):
+        if not args.root:
+            parser.error("the data benchmark needs --root")
+        results["data"] = bench_data(args.root, args.limit, args.rounds)
+        print_table("data pipeline, images/s on one core", results["data"])
+    if args.what in ("model", "all"):
+        results["model"] = bench_model(args.model, args.batch, args.size, args.steps, args.rounds)
+        print_table(f"{args.model}, batch {args.batch}, {args.size}x{args.size}, images/s", results["model"])
+    if args.what in ("trainer", "all"):
+        results["trainer"] = bench_trainer(args.model, args.batch, args.size, args.steps, args.rounds)
+        print_table("trainer loop vs bare step, images/s", results["trainer"])
+    out = results[args.what] if args.what != "all" else results
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
