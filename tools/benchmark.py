@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,17 +29,13 @@ from bench_model import bench_model, bench_trainer  # noqa: E402
 def print_table(title: str, rows: dict) -> None:
     print(f"\n{title}")
     for name, value in rows.items():
-        if isinstance(value, dict) and {"ours", "reference"} <= set(value) or {"ours", "eager"} <= set(value):
-            base = value.get("reference", value.get("eager"))
+        base = value.get("reference", value.get("eager")) if isinstance(value, dict) else None
+        if base is not None and "ours" in value:
             print(f"  {name:<10} ours {value['ours']:10.1f}   reference {base:10.1f}   speed-up {value['ours'] / base:5.2f}x")
         elif isinstance(value, dict):
             print(f"  {name:<10} " + "   ".join(f"{k} {v:.1f}" for k, v in value.items()))
         else:
             print(f"  {name:<10} {value:.3f}" if isinstance(value, float) else f"  {name:<10} {value}")
-
-
-def median_of(samples: list[float]) -> float:
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -55,9 +49,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--skip-data", action="store_true", help="with 'all': skip the data benchmark")
     args = parser.parse_args()
     results = {}
-    if args.what in ("data", "all"):
+    if args.what == "data" or (args.what == "all" and not args.skip_data):
         if not args.root:
             parser.error("the data benchmark needs --root")
         results["data"] = bench_data(args.root, args.limit, args.rounds)

@@ -1,4 +1,4 @@
-"""Per-image transforms (in loader workers, PIL -> uint8) and per-batch ones (on the device).
+"""Per-image transforms (in loader workers, uint8 -> uint8) and per-batch ones (on the device).
 
 Workers only decode, crop and resize; the float conversion, PCA lighting and normalisation
 run on whole batches on the training device, where they are nearly free.
@@ -8,18 +8,23 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
 # AlexNet's PCA of ImageNet RGB pixels (on the [0, 1] scale), as used by the release.
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 PCA_EIGVEC = ((0.4009, 0.7192, -0.5675), (-0.8140, -0.0045, -0.5808), (0.4203, -0.6948, -0.5836))
 
 
-def to_hwc_tensor(img: Image.Image) -> torch.Tensor:
-    """uint8 HxWx3; batches of these become channels_last NCHW with a free permute."""
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Antialiased bilinear resize of a (3, h, w) uint8 image to (height, width, 3) uint8.
+
+    torch's uint8 kernel for channels-last images matches Pillow's BILINEAR resize up to
+    uint8 rounding and runs several times faster.
+    """
+    x = image.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return out[0].permute(1, 2, 0)
 
 
 def random_resized_crop_box(
@@ -56,14 +61,14 @@ class TrainTransform:
         self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
         self.hflip, self.lighting = hflip, lighting
 
-    def __call__(self, img: Image.Image, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        left, top, w, h = random_resized_crop_box(img.width, img.height, self.scale, self.ratio, generator)
-        # Resizing with a box crops and resizes in one pass: the pixels of crop().resize().
-        out = img.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3, H, W) uint8 -> (size, size, 3) uint8 and a (3,) lighting alpha."""
+        left, top, w, h = random_resized_crop_box(image.shape[2], image.shape[1], self.scale, self.ratio, generator)
+        out = resize(image[:, top:top + h, left:left + w], self.size, self.size)
         if self.hflip and torch.rand(1, generator=generator).item() < 0.5:
-            out = out.transpose(Image.FLIP_LEFT_RIGHT)
+            out = out.flip(1)
         alpha = torch.randn(3, generator=generator) * self.lighting if self.lighting > 0 else torch.zeros(3)
-        return to_hwc_tensor(out), alpha
+        return out, alpha
 
 
 def resize_shorter_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -74,21 +79,19 @@ def resize_shorter_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 
 class ValTransform:
-    """Resize the shorter side, centre crop: torchvision's Resize + CenterCrop up to uint8
-    rounding, computing only the pixels the crop keeps."""
+    """Resize the shorter side, centre crop: torchvision's Resize + CenterCrop up to uint8 rounding."""
 
     def __init__(self, resize: int, crop: int) -> None:
         self.resize, self.crop = resize, crop
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        new_w, new_h = resize_shorter_size(img.width, img.height, self.resize)
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) uint8 -> (crop, crop, 3) uint8."""
+        new_w, new_h = resize_shorter_size(image.shape[2], image.shape[1], self.resize)
+        out = resize(image, new_h, new_w)
         crop_w, crop_h = min(self.crop, new_w), min(self.crop, new_h)
         top = int(round((new_h - crop_h) / 2.0))
         left = int(round((new_w - crop_w) / 2.0))
-        sx, sy = img.width / new_w, img.height / new_h
-        box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
-        out = img.resize((crop_w, crop_h), Image.BILINEAR, box=box)
-        return to_hwc_tensor(out)
+        return out[top:top + crop_h, left:left + crop_w]
 
 
 class BatchPreprocess:

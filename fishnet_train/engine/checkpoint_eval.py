@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from ..data import BatchPreprocess, EvalSampler, ImageFolderDataset, ValTransform, build_loader, find_split
 from ..errors import CheckpointError, UserError
 from ..models import create_model, list_models, load_weights, read_checkpoint
+from ..models.fuse import fuse_for_inference
 from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
 from .checkpoint import FORMAT
 from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
@@ -85,7 +86,7 @@ def _evaluate(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter,
     loader = build_loader(dataset, EvalSampler(len(dataset), info.rank, info.world_size), batch, cfg.data.workers,
                           pin_memory=info.device.type == "cuda")
     preprocess = BatchPreprocess(data["mean"], data["std"], info.device, channels_last)
-    result = evaluate(model, reporter.bar(loader, len(loader), "eval"), preprocess, num_classes, info.device,
+    result = evaluate(fuse_for_inference(model), reporter.bar(loader, len(loader), "eval"), preprocess, num_classes, info.device,
                       cfg.trainer.amp if info.device.type == "cuda" else "none",
                       keep_predictions=bool(cfg.eval.predictions))
     if info.is_main:

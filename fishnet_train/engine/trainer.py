@@ -17,11 +17,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import to_plain
 from ..errors import UserError
+from ..models.fuse import fuse_for_inference
 from .checkpoint import Progress, load_training_state, restore_training_state, rng_state, save_atomic, training_state
 from .distributed import (
     DistInfo, all_gather_objects, all_reduce_max, all_reduce_sum, broadcast_object, init_distributed, shutdown,
 )
-from .evaluate import autocast, evaluate
+from .evaluate import EvalResult, autocast, evaluate
 from .optim import LrSchedule, build_sgd, set_lr
 from .reporting import Reporter
 from .setup import (
@@ -131,11 +132,8 @@ def fit(run: Run) -> dict | None:
     for epoch in range(p.epoch, cfg.trainer.epochs):
         started = time.perf_counter()
         stats = train_one_epoch(run, epoch)
-        val = None
-        if (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == cfg.trainer.epochs:
-            val = evaluate(run.step_model, run.reporter.bar(run.data.val_loader, len(run.data.val_loader), "val"),
-                           run.data.preprocess, run.model.num_classes, run.info.device, run.amp)
-            run.skipped += val.skipped
+        due = (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == cfg.trainer.epochs
+        val = validate(run) if due else None
         p.epoch, p.epoch_step = epoch + 1, 0
         is_best = val is not None and val.top1 > p.best_top1
         if is_best:
@@ -150,6 +148,15 @@ def fit(run: Run) -> dict | None:
         }
         report_epoch(run, record)
     return record
+
+
+def validate(run: Run) -> EvalResult:
+    """Val figures of the current weights, computed exactly as fishnet-eval computes them."""
+    bar = run.reporter.bar(run.data.val_loader, len(run.data.val_loader), "val")
+    result = evaluate(fuse_for_inference(run.model), bar, run.data.preprocess, run.model.num_classes,
+                      run.info.device, run.amp)
+    run.skipped += result.skipped
+    return result
 
 
 def train_one_epoch(run: Run, epoch: int) -> dict:
@@ -195,7 +202,8 @@ def crash_once_for_tests(step: int, rank: int) -> None:
     if not spec:
         return
     marker, crash_step = spec.rsplit(":", 1)
-    if step == int(crash_step) and rank == min(1, int(os.environ.get("WORLD_SIZE", "1")) - 1) and not os.path.exists(marker):
+    victim = min(1, int(os.environ.get("WORLD_SIZE", "1")) - 1)
+    if step == int(crash_step) and rank == victim and not os.path.exists(marker):
         open(marker, "w").close()
         os._exit(13)
 

@@ -55,8 +55,12 @@ class Bottleneck(nn.Module):
         if self.shortcut is not None:
             return self.shortcut(x)
         if self.mode == "up" and self.k > 1:
-            n, c, h, w = x.shape
-            return x.reshape(n, c // self.k, self.k, h, w).sum(2)
+            # Sums of k adjacent channels. Strided channel slices keep a channels_last input
+            # channels_last; a reshape to (N, C/k, k, H, W) would copy it to NCHW first.
+            out = x[:, 0::self.k]
+            for i in range(1, self.k):
+                out = out + x[:, i::self.k]
+            return out
         return x
 
 

@@ -14,7 +14,7 @@ def _fold_sequential(seq: nn.Sequential) -> None:
     names = list(seq._modules)
     for a, b in zip(names, names[1:]):
         conv, bn = seq._modules[a], seq._modules[b]
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
             seq._modules[a] = fuse_conv_bn_eval(conv, bn)
             seq._modules[b] = nn.Identity()
 

@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from fishnet_train.data.images import pil_to_tensor
 from fishnet_train.data.transforms import (
     PCA_EIGVAL, PCA_EIGVEC, BatchPreprocess, TrainTransform, ValTransform, random_resized_crop_box,
 )
@@ -23,7 +24,7 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
 def test_val_pixels_equal_torchvision_resize_and_center_crop(size):
     img = photo(*size)
     reference = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])(img).permute(1, 2, 0)
-    ours = ValTransform(256, 224)(img)
+    ours = ValTransform(256, 224)(pil_to_tensor(img))
     assert ours.shape == reference.shape == (224, 224, 3)
     assert (ours.int() - reference.int()).abs().max() <= 1  # uint8 rounding only
 
@@ -36,21 +37,28 @@ def test_crop_box_draws_exactly_like_torchvision_from_the_same_random_state():
         assert ours == (left, top, w, h)
 
 
-def test_train_crop_equals_crop_then_resize_inside_the_border():
+def test_train_crop_equals_pillow_crop_then_resize():
     img = photo(500, 375)
     generator = torch.Generator().manual_seed(1)
-    out, _ = TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), hflip=False, lighting=0.0)(img, generator)
+    out, _ = TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), hflip=False, lighting=0.0)(pil_to_tensor(img), generator)
     left, top, w, h = random_resized_crop_box(500, 375, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(1))
     expected = np.asarray(img.crop((left, top, left + w, top + h)).resize((224, 224), Image.BILINEAR))
-    # Resizing with a box reads the real pixels just outside the crop where crop() would
-    # clamp at its edge, so only the outermost pixels may differ by more than rounding.
-    diff = np.abs(out.numpy().astype(int) - expected.astype(int))
-    assert diff[2:-2, 2:-2].max() <= 1
+    assert np.abs(out.numpy().astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_flip_mirrors_the_crop():
+    img = pil_to_tensor(photo(64, 48))
+    plain = TrainTransform(32, (1.0, 1.0), (4 / 3, 4 / 3), hflip=False, lighting=0.0)
+    flipping = TrainTransform(32, (1.0, 1.0), (4 / 3, 4 / 3), hflip=True, lighting=0.0)
+    for seed in range(20):
+        a, _ = plain(img, torch.Generator().manual_seed(seed))
+        b, _ = flipping(img, torch.Generator().manual_seed(seed))
+        assert torch.equal(a, b) or torch.equal(a.flip(1), b)
 
 
 def test_same_seed_same_augmentation_different_seed_different():
     tf = TrainTransform(64, (0.08, 1.0), (3 / 4, 4 / 3), hflip=True, lighting=0.1)
-    img = photo(200, 150)
+    img = pil_to_tensor(photo(200, 150))
     a, alpha_a = tf(img, torch.Generator().manual_seed(5))
     b, alpha_b = tf(img, torch.Generator().manual_seed(5))
     c, _ = tf(img, torch.Generator().manual_seed(6))
@@ -62,7 +70,8 @@ def test_flip_happens_about_half_the_time():
     tf = TrainTransform(32, (1.0, 1.0), (1.0, 1.0), hflip=True, lighting=0.0)
     img = photo(32, 32)
     plain = np.asarray(img)
-    flips = sum(not np.array_equal(tf(img, torch.Generator().manual_seed(s))[0].numpy(), plain) for s in range(400))
+    flips = sum(not np.array_equal(tf(pil_to_tensor(img), torch.Generator().manual_seed(s))[0].numpy(), plain)
+                for s in range(400))
     assert 150 < flips < 250
 
 
