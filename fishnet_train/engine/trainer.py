@@ -86,7 +86,10 @@ def prepare(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter, s
     if m.pretrained:
         load_pretrained(model, m.pretrained)
     if t.sync_bn and info.distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if info.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # torch's SyncBatchNorm runs on GPUs only
+            reporter.warning("trainer.sync_bn needs GPUs; BatchNorm statistics stay per process on the CPU")
     model.to(info.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
     o, s = cfg.optim, cfg.schedule
     optimizer = build_sgd(model, o.lr, o.momentum, o.weight_decay, o.nesterov, o.decay_norm_and_bias)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from .helpers import assert_ok, metrics, run_cli, train
+from .helpers import TINY_TRAIN, assert_ok, metrics, run_cli, train
 
 METRIC_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_sec", "epoch_seconds"}
 
@@ -86,3 +86,39 @@ def test_resume_auto_continues_where_the_run_stopped_and_ends_identical(trained,
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
     for i, state in a["optimizer"]["state"].items():
         torch.testing.assert_close(state["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"], rtol=0, atol=0)
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    result = run_cli("fishnet-train", "experiment=fishnet201_cosine_ls", "data.root=/data", "--cfg", "job", cwd=tmp_path)
+    assert_ok(result)
+    assert "name: fishnet201" in result.stdout and "label_smoothing: 0.1" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_multirun_sweeps_into_separate_run_directories(image_folder, tmp_path):
+    result = run_cli("fishnet-train", "-m", *TINY_TRAIN, f"data.root={image_folder}", "trainer.epochs=1",
+                     "trainer.max_steps_per_epoch=1", "optim.lr=0.001,0.002", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert_ok(result)
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "checkpoints" / "last.pt").exists()
+    lrs = [metrics(tmp_path / "sweep" / job)[0]["lr"] for job in ("0", "1")]
+    assert lrs[0] != lrs[1]
+
+
+def test_bf16_autocast_and_grad_checkpointing_train_on_the_cpu(image_folder, tmp_path):
+    result = train(image_folder, tmp_path / "run", "trainer.epochs=1", "trainer.max_steps_per_epoch=2",
+                   "trainer.amp=bf16", "model.grad_checkpointing=true", "trainer.channels_last=false")
+    assert_ok(result)
+    assert metrics(tmp_path / "run")[0]["train_loss"] > 0
+
+
+def test_fine_tuning_from_a_released_checkpoint_with_other_classes(image_folder, tmp_path):
+    from fishnet_train.models import create_model, ours_to_released
+
+    released = tmp_path / "fishnet99_ckpt.tar"
+    torch.save({"epoch": 100, "arch": "fishnet99", "best_prec1": 77.41, "optimizer": {},
+                "state_dict": ours_to_released(create_model("fishnet99").state_dict())}, released)
+    result = train(image_folder, tmp_path / "run", "trainer.epochs=1", "trainer.max_steps_per_epoch=1",
+                   f"model.pretrained={released}")
+    assert_ok(result)
+    assert "classifier re-initialised" in result.stdout
