@@ -5,12 +5,14 @@ import contextlib
 import os
 import sys
 from datetime import datetime
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ..config import register_configs
-from ..engine.distributed import env_ranks
+from ..config import register_configs, validate_config
+from ..engine.distributed import env_ranks, launch_local, local_process_count
+from ..engine.reporting import setup_logging
 from ..engine.signals import PREEMPTED_EXIT_CODE, Preempted
 from ..errors import UserError
 
@@ -112,3 +114,31 @@ def launch_failed(error: BaseException) -> int:
     if any(code == USER_ERROR_EXIT_CODE for code in codes):
         return USER_ERROR_EXIT_CODE
     return codes[0] if codes else 1
+
+
+def run_job(cfg: DictConfig, log_name: str, job: Callable[..., Any], *job_args: Any,
+            precheck: Callable[[DictConfig], Any] | None = None) -> None:
+    """Run ``job(cfg, run_dir, *job_args)`` in this process, or in ``trainer.devices`` local
+    processes started by the elastic launcher (unless a launcher already started us)."""
+    run_dir = HydraConfig.get().runtime.output_dir
+    ranks = env_ranks()
+    setup_logging(os.path.join(run_dir, log_name) if ranks is None or ranks[0] == 0 else None)
+    with exit_codes():
+        validate_config(cfg)
+        nprocs = local_process_count(str(cfg.trainer.devices), cfg.trainer.device)
+        if nprocs > 1 and ranks is None:
+            if precheck is not None:
+                precheck(cfg)  # fail on a bad input here, not in N workers
+            try:
+                launch_local(nprocs, local_worker, log_name, job, OmegaConf.to_yaml(cfg), run_dir, *job_args)
+            except Exception as e:  # the workers already printed their own errors
+                sys.exit(launch_failed(e))
+        else:
+            job(cfg, run_dir, *job_args)
+
+
+def local_worker(log_name: str, job: Callable[..., Any], cfg_yaml: str, run_dir: str, *job_args: Any) -> None:
+    """One process of a local multi-process run."""
+    setup_logging(os.path.join(run_dir, log_name) if os.environ.get("RANK", "0") == "0" else None)
+    with exit_codes():
+        job(OmegaConf.create(cfg_yaml), run_dir, *job_args)
