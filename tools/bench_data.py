@@ -25,7 +25,15 @@ def _rate(fn: Callable[[int], object], n: int) -> float:
 
 def bench_data(root: str, limit: int | None, rounds: int) -> dict:
     """Images/s on one thread; each pipeline reads the same files, rounds alternate."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a loader worker's setting
+    try:
+        return _bench_data(root, limit, rounds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
     splits = [find_split(root, name) for name in ("train", "val") if os.path.isdir(os.path.join(root, name))]
     samples = [s for split in splits for s in split.samples][:limit]
     split = splits[0].__class__(root, splits[0].classes, samples)

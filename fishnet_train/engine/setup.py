@@ -21,7 +21,7 @@ from ..data import (
 from ..errors import UserError
 from ..models import create_model, list_models, load_weights, read_checkpoint
 from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
-from .distributed import DistInfo
+from .distributed import DistInfo, broadcast_object
 
 log = logging.getLogger("fishnet_train")
 
@@ -97,11 +97,11 @@ class DataPipeline:
     preprocess: BatchPreprocess
 
 
-def check_data(data: DictConfig, world_size: int) -> tuple[Split, Split]:
-    """Index both splits and run the optional pre-flight decode scan."""
+def check_data(data: DictConfig, is_main: bool) -> tuple[Split, Split]:
+    """Index both splits; with ``data.scan``, rank 0 decodes every file once beforehand."""
     train_split, val_split = find_splits(data.root)
     if data.scan:
-        bad = scan_undecodable([train_split, val_split], data.workers)
+        bad = broadcast_object(scan_undecodable([train_split, val_split], data.workers) if is_main else None)
         for reason in bad:
             log.warning("undecodable: %s", reason)
         if bad and data.bad_images == "error":

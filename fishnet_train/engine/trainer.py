@@ -79,7 +79,7 @@ def train(cfg: DictConfig, run_dir: str) -> dict | None:
 def prepare(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter, stop: StopRequest) -> Run:
     t, m = cfg.trainer, cfg.model
     configure_runtime(t.seed, info.rank, t.deterministic, info.device)
-    splits = check_data(cfg.data, info.world_size)
+    splits = check_data(cfg.data, info.is_main)
     num_classes = resolve_num_classes(m.num_classes, splits[0].classes, splits[0].root)
     data = build_data(cfg.data, splits, info, t.accum_steps, t.seed, t.channels_last)
     model = build_model(m.name, num_classes, m.drop_rate, m.grad_checkpointing)
@@ -102,17 +102,20 @@ def prepare(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter, s
     progress = Progress()
     resume = resume_path(t.resume, ckpt_dir)
     if resume:
-        progress = restore_training_state(load_training_state(resume), model, optimizer, scaler, info.rank, info.world_size)
+        state = load_training_state(resume)
+        progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size)
         reporter.info(f"resumed from {resume} at epoch {progress.epoch + 1}, step {progress.epoch_step} of it")
     step_model = model
     if info.distributed:
-        step_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        device_ids = [info.device.index] if info.device.type == "cuda" else None
+        step_model = DistributedDataParallel(model, device_ids=device_ids)
     if t.compile:
         step_model = torch.compile(step_model)
     reporter.write_text("config.yaml", OmegaConf.to_yaml(to_plain(cfg)))
     reporter.info(f"{m.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {num_classes} classes, "
                   f"{info.world_size} process(es) on {info.device.type}, {steps} steps per epoch")
-    return Run(cfg, info, reporter, model, step_model, optimizer, scaler, schedule, data, progress, amp, steps, ckpt_dir, stop)
+    return Run(cfg, info, reporter, model, step_model, optimizer, scaler, schedule, data, progress, amp, steps,
+               ckpt_dir, stop)
 
 
 def resume_path(resume: str | None, ckpt_dir: str) -> str | None:
