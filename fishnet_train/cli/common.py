@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.elastic.multiprocessing.api import SignalException
 
 from ..config import register_configs, validate_config
 from ..engine.distributed import env_ranks, launch_local, local_process_count
@@ -131,6 +132,9 @@ def run_job(cfg: DictConfig, log_name: str, job: Callable[..., Any], *job_args: 
                 precheck(cfg)  # fail on a bad input here, not in N workers
             try:
                 launch_local(nprocs, local_worker, log_name, job, OmegaConf.to_yaml(cfg), run_dir, *job_args)
+            except SignalException:  # SIGTERM here reached the workers too; they saved and stopped
+                print("preempted: the workers saved last.pt; resume with trainer.resume=auto", file=sys.stderr)
+                sys.exit(PREEMPTED_EXIT_CODE)
             except Exception as e:  # the workers already printed their own errors
                 sys.exit(launch_failed(e))
         else:

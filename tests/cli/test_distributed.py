@@ -154,3 +154,20 @@ def test_torchrun_restarts_a_crashed_worker_and_the_run_completes(image_folder, 
     assert "resumed from" in (run_dir / "train.log").read_text()
     assert [r["epoch"] for r in metrics(run_dir)] == [1, 2]
     shutil.rmtree(run_dir)
+
+
+def test_resume_on_another_number_of_processes_continues_at_the_same_sample(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [*STEPS[1:], "trainer.checkpoint_every_steps=1"]
+    proc = start_training(image_folder, run_dir, *overrides, "trainer.epochs=2", "trainer.devices=2")
+    wait_for_step(run_dir, 2, proc)
+    proc.send_signal(signal.SIGTERM)  # to the launcher, which passes it on to both workers
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 75, stderr[-2000:]
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["world_size"] == 2 and saved["progress"]["step"] >= 2
+    result = train(image_folder, run_dir, *overrides, "trainer.epochs=2", "trainer.devices=1")
+    assert_ok(result)
+    step = saved["progress"]["step"] % 3
+    assert f"step {step} of it" in result.stdout
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"] == 6
