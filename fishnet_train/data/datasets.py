@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 from typing import Callable
 
@@ -77,7 +78,7 @@ class ImageFolderDataset(Dataset):
                 skipped.append(reason)
                 continue
             if self.train:
-                image, alpha = self.transform(img, torch.Generator().manual_seed(seed))
+                image, alpha = self.transform(img, random.Random(seed))
             else:
                 image, alpha = self.transform(img), torch.zeros(3)
             return image, target, alpha, skipped
