@@ -51,7 +51,27 @@ def _alternate(fns: dict, steps: int, images: int, rounds: int, device: torch.de
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def bench_model(name: str, batch: int, size: int, steps: int, rounds: int) -> dict:
+def bench_compiled_inference(fused, x_cl, eager, x, steps, batch, rounds, device) -> dict:
+    """fishnet-eval's ``trainer.compile=true`` path: inductor with frozen weights, vs eager."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True), torch.no_grad():
+        compiled = torch.compile(fused)
+        started = time.perf_counter()
+        max_diff = (compiled(x_cl) - eager(x)).abs().max().item()
+        compile_seconds = time.perf_counter() - started
+
+        def infer_eager():
+            eager(x)
+
+        def infer_compiled():
+            compiled(x_cl)
+
+        rates = _alternate({"eager": infer_eager, "ours": infer_compiled}, steps, batch, rounds, device)
+    return {**rates, "compile_seconds": compile_seconds, "max_abs_diff": max_diff}
+
+
+def bench_model(name: str, batch: int, size: int, steps: int, rounds: int, compiled: bool = False) -> dict:
     device = _device()
     torch.manual_seed(0)
     eager = create_model(name).to(device)
@@ -75,13 +95,14 @@ def bench_model(name: str, batch: int, size: int, steps: int, rounds: int) -> di
             fused(x_cl)
 
     infer = _alternate({"eager": infer_eager, "ours": infer_ours}, steps, batch, rounds, device)
+    infer_compiled = bench_compiled_inference(fused, x_cl, eager, x, steps, batch, rounds, device) if compiled else None
     eager.train()
     ours.train()
     opt_eager = torch.optim.SGD(eager.parameters(), lr=0.01, momentum=0.9)
     opt_ours = torch.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9)
     train = _alternate({"eager": _train_step(eager, opt_eager, x, y), "ours": _train_step(ours, opt_ours, x_cl, y)},
                        steps, batch, rounds, device)
-    return {"train": train, "infer": infer, "infer_max_abs_diff": max_diff,
+    return {"train": train, "infer": infer, "infer_max_abs_diff": max_diff, "infer_compiled": infer_compiled,
             "peak_mb": {"plain": peak_memory_mb(name, batch, size, False),
                         "grad_checkpointing": peak_memory_mb(name, batch, size, True)},
             "device": device.type, "threads": torch.get_num_threads()}

@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--skip-data", action="store_true", help="with 'all': skip the data benchmark")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time fishnet-eval's trainer.compile=true inference (compiles for about a minute)")
     args = parser.parse_args()
     results = {}
     if args.what == "data" or (args.what == "all" and not args.skip_data):
@@ -58,7 +60,7 @@ def main() -> None:
         results["data"] = bench_data(args.root, args.limit, args.rounds)
         print_table("data pipeline, images/s on one core", results["data"])
     if args.what in ("model", "all"):
-        results["model"] = bench_model(args.model, args.batch, args.size, args.steps, args.rounds)
+        results["model"] = bench_model(args.model, args.batch, args.size, args.steps, args.rounds, args.compiled)
         print_table(f"{args.model}, batch {args.batch}, {args.size}x{args.size}, images/s", results["model"])
     if args.what in ("trainer", "all"):
         results["trainer"] = bench_trainer(args.model, args.batch, args.size, args.steps, args.rounds)

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint (this project's or a released one) on ``data.root/val``."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -86,14 +87,28 @@ def _evaluate(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter,
     loader = build_loader(dataset, EvalSampler(len(dataset), info.rank, info.world_size), batch, cfg.data.workers,
                           pin_memory=info.device.type == "cuda")
     preprocess = BatchPreprocess(data["mean"], data["std"], info.device, channels_last)
-    result = evaluate(fuse_for_inference(model), reporter.bar(loader, len(loader), "eval"), preprocess, num_classes, info.device,
-                      cfg.trainer.amp if info.device.type == "cuda" else "none",
-                      keep_predictions=bool(cfg.eval.predictions))
+    amp = cfg.trainer.amp if info.device.type == "cuda" else "none"
+    with inference_compiler(cfg.trainer.compile):
+        inference_model = fuse_for_inference(model)
+        if cfg.trainer.compile:
+            inference_model = torch.compile(inference_model)
+        result = evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess, num_classes,
+                          info.device, amp, keep_predictions=bool(cfg.eval.predictions))
     if info.is_main:
         write_outputs(cfg, run_dir, ckpt.arch, split.classes, [p for p, _ in split.samples], result)
     reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
                   f"loss {result.loss:.4f}")
     return result
+
+
+def inference_compiler(enabled: bool) -> contextlib.AbstractContextManager:
+    """With ``trainer.compile``, inductor freezes the weights into the graph (constant folding,
+    prepacked convolution weights): the fastest CPU inference measured, after a one-off compile."""
+    if not enabled:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(freezing=True)
 
 
 def write_outputs(cfg: DictConfig, run_dir: str, arch: str, classes: list[str], paths: list[str], r: EvalResult) -> None:

@@ -122,3 +122,18 @@ def test_fine_tuning_from_a_released_checkpoint_with_other_classes(image_folder,
                    f"model.pretrained={released}")
     assert_ok(result)
     assert "classifier re-initialised" in result.stdout
+
+
+@pytest.mark.slow
+def test_eval_compiled_with_frozen_weights_gives_the_same_figures(trained, tmp_path):
+    data, run_dir, _ = trained
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    summaries = []
+    for compiled in ("false", "true"):
+        out = tmp_path / f"eval_{compiled}"
+        assert_ok(run_cli("fishnet-eval", f"checkpoint={ckpt}", f"data.root={data}", f"hydra.run.dir={out}",
+                          "data.workers=0", f"trainer.compile={compiled}", timeout=600))
+        summaries.append(json.loads((out / "eval.json").read_text()))
+    plain, compiled = summaries
+    assert (plain["top1"], plain["top5"], plain["images"]) == (compiled["top1"], compiled["top5"], compiled["images"])
+    assert compiled["loss"] == pytest.approx(plain["loss"], rel=1e-3)
