@@ -36,12 +36,12 @@ def test_crop_boxes_follow_torchvision_distribution():
     """Area fraction and log-aspect of 4000 boxes each way: same quantiles within sampling noise."""
     torch.manual_seed(0)
     rng = random.Random(0)
-    ours, theirs = [], []
+    ours, theirs, img = [], [], photo(500, 375)
     for _ in range(4000):
         left, top, w, h = random_resized_crop_box(500, 375, (0.08, 1.0), (3 / 4, 4 / 3), rng)
         assert 0 <= left <= 500 - w and 0 <= top <= 375 - h
         ours.append((w * h / (500 * 375), math.log(w / h), (left + w / 2) / 500))
-        t, l_, h2, w2 = T.RandomResizedCrop.get_params(photo(500, 375), [0.08, 1.0], [3 / 4, 4 / 3])
+        t, l_, h2, w2 = T.RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3])
         theirs.append((w2 * h2 / (500 * 375), math.log(w2 / h2), (l_ + w2 / 2) / 500))
     a, b = np.array(ours), np.array(theirs)
     for column in range(3):
