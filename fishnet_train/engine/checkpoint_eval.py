@@ -20,6 +20,7 @@ from .checkpoint import FORMAT
 from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from .evaluate import EvalResult, evaluate
 from .reporting import Reporter
+from .setup import effective_amp
 
 # Data settings a training checkpoint carries, used unless given on the command line.
 _DATA_KEYS = ("val_resize", "val_crop", "mean", "std")
@@ -87,7 +88,7 @@ def _evaluate(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter,
     loader = build_loader(dataset, EvalSampler(len(dataset), info.rank, info.world_size), batch, cfg.data.workers,
                           pin_memory=info.device.type == "cuda")
     preprocess = BatchPreprocess(data["mean"], data["std"], info.device, channels_last)
-    amp = cfg.trainer.amp if info.device.type == "cuda" else "none"
+    amp = effective_amp(cfg.trainer.amp, info.device)  # as the trainer's validation uses it
     with inference_compiler(cfg.trainer.compile):
         inference_model = fuse_for_inference(model)
         if cfg.trainer.compile:
