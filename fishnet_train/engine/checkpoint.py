@@ -4,11 +4,14 @@ It holds only tensors and plain Python values, so ``torch.load(weights_only=True
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
+import signal
+import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -34,27 +37,46 @@ class Progress:
 def save_atomic(obj: dict[str, Any], path: str) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it.
 
-    A crash or a full disk at any moment leaves the previous file as it was.
+    A crash or a full disk at any moment leaves the previous file as it was. Ctrl-C during
+    the write takes effect once it is done: torch's zip writer, interrupted halfway, raises an
+    error of its own that would hide the interrupt.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
+    with _interrupts_deferred():
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        what = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
-        raise UserError(f"could not write {path}: {what}; the previous checkpoint there is intact") from None
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as e:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            what = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+            raise UserError(f"could not write {path}: {what}; the previous checkpoint there is intact") from None
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT until the block ends, then raise KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def rng_state() -> dict[str, Any]:

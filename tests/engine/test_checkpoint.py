@@ -51,3 +51,23 @@ def test_process_killed_while_writing_leaves_the_previous_checkpoint_loadable(tm
     result = subprocess.run([sys.executable, "-c", script])
     assert result.returncode == -9
     assert torch.load(path, weights_only=True)["v"].item() == 1
+
+
+def test_ctrl_c_during_a_save_lets_the_save_finish_then_interrupts(tmp_path, monkeypatch):
+    import signal
+
+    from fishnet_train.engine import checkpoint
+
+    real_save = torch.save
+
+    def save_interrupted_midway(obj, f):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the file is being written
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save_interrupted_midway)
+    path = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"v": torch.tensor(3)}, str(path))
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["v"].item() == 3
+    assert os.listdir(tmp_path) == ["last.pt"]
