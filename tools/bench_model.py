@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import statistics
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fishnet_train.engine.host_memory import keep_freed_memory
 from fishnet_train.models import create_model
 from fishnet_train.models.fuse import fuse_for_inference
 
@@ -51,61 +53,126 @@ def _alternate(fns: dict, steps: int, images: int, rounds: int, device: torch.de
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def bench_compiled_inference(fused, x_cl, eager, x, steps, batch, rounds, device) -> dict:
-    """fishnet-eval's ``trainer.compile=true`` path: inductor with frozen weights, vs eager."""
-    import torch._inductor.config as inductor_config
+class _Side:
+    """One side of the model benchmark, in a process of its own. The trainer's allocator
+    setting (``keep_freed_memory``) is process-wide and cannot be undone exactly, and glibc's
+    default thresholds adapt to what a process has freed before; so the reference gets a plain
+    interpreter that does only what is measured, as a plain inference or training script would."""
 
-    with inductor_config.patch(freezing=True), torch.no_grad():
-        compiled = torch.compile(fused)
-        started = time.perf_counter()
-        max_diff = (compiled(x_cl) - eager(x)).abs().max().item()
-        compile_seconds = time.perf_counter() - started
+    def __init__(self, side: str, name: str, batch: int, size: int) -> None:
+        self.device = _device()
+        ours = side == "ours"
+        if ours and self.device.type == "cpu":
+            keep_freed_memory()  # as the trainer and fishnet-eval do on the CPU
+        fmt = torch.channels_last if ours else torch.contiguous_format
+        torch.manual_seed(0)  # both sides build the same weights and inputs
+        self.model = create_model(name).to(self.device, memory_format=fmt)
+        self.x = torch.randn(batch, 3, size, size, device=self.device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, 1000, (batch,), device=self.device)
+        self.infer_model = fuse_for_inference(self.model) if ours else self.model
+        self.compiled = None
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.train_step = _train_step(self.model, optimizer, self.x, self.y)
 
-        def infer_eager():
-            eager(x)
+    def logits(self) -> torch.Tensor:
+        self.model.eval()
+        with torch.no_grad():
+            out = self.infer_model(self.x).cpu()
+        self.model.train()
+        return out
 
-        def infer_compiled():
-            compiled(x_cl)
+    def infer(self, steps: int) -> float:
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                return _timed(lambda: self.infer_model(self.x), steps, len(self.x), self.device)
+        finally:
+            self.model.train()
 
-        rates = _alternate({"eager": infer_eager, "ours": infer_compiled}, steps, batch, rounds, device)
-    return {**rates, "compile_seconds": compile_seconds, "max_abs_diff": max_diff}
+    def train(self, steps: int) -> float:
+        return _timed(self.train_step, steps, len(self.x), self.device)
+
+    def compile(self) -> dict:
+        """fishnet-eval's ``trainer.compile=true``: inductor with frozen weights."""
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            self.compiled = torch.compile(self.infer_model)
+            started = time.perf_counter()
+            out = self.compiled(self.x).cpu()
+        return {"seconds": time.perf_counter() - started, "logits": out}
+
+    def infer_compiled(self, steps: int) -> float:
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            return _timed(lambda: self.compiled(self.x), steps, len(self.x), self.device)
+
+
+def _serve(conn, side: str, name: str, batch: int, size: int) -> None:
+    bench = _Side(side, name, batch, size)
+    conn.send("ready")
+    while (request := conn.recv()) is not None:
+        method, *args = request
+        conn.send(getattr(bench, method)(*args))
+
+
+class _Sides:
+    """The two sides' processes; rounds alternate between them, so both see the same machine."""
+
+    def __enter__(self) -> "_Sides":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __init__(self, name: str, batch: int, size: int) -> None:
+        context = mp.get_context("spawn")
+        self.conns, self.procs = {}, []
+        for side in ("eager", "ours"):
+            parent, child = context.Pipe()
+            proc = context.Process(target=_serve, args=(child, side, name, batch, size), daemon=True)
+            proc.start()
+            self.conns[side], self.procs = parent, self.procs + [proc]
+        for conn in self.conns.values():
+            assert conn.recv() == "ready"
+
+    def call(self, side: str, method: str, *args):
+        self.conns[side].send((method, *args))
+        return self.conns[side].recv()
+
+    def alternate(self, methods: dict[str, str], steps: int, rounds: int) -> dict:
+        """``methods``: side -> what it times; the median of ``rounds`` alternating rounds."""
+        rates = {side: [] for side in methods}
+        for _ in range(rounds):
+            for side, method in methods.items():
+                rates[side].append(self.call(side, method, steps))
+        return {side: statistics.median(r) for side, r in rates.items()}
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.send(None)
+        for proc in self.procs:
+            proc.join()
 
 
 def bench_model(name: str, batch: int, size: int, steps: int, rounds: int, compiled: bool = False) -> dict:
-    device = _device()
-    torch.manual_seed(0)
-    eager = create_model(name).to(device)
-    ours = create_model(name).to(device, memory_format=torch.channels_last)
-    ours.load_state_dict(eager.state_dict())
-    x = torch.randn(batch, 3, size, size, device=device)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device=device)
-
-    eager.eval()
-    fused = fuse_for_inference(ours)
-    with torch.no_grad():
-        max_diff = (fused(x_cl) - eager(x)).abs().max().item()
-
-    def infer_eager():
-        with torch.no_grad():
-            eager(x)
-
-    def infer_ours():
-        with torch.inference_mode():
-            fused(x_cl)
-
-    infer = _alternate({"eager": infer_eager, "ours": infer_ours}, steps, batch, rounds, device)
-    infer_compiled = bench_compiled_inference(fused, x_cl, eager, x, steps, batch, rounds, device) if compiled else None
-    eager.train()
-    ours.train()
-    opt_eager = torch.optim.SGD(eager.parameters(), lr=0.01, momentum=0.9)
-    opt_ours = torch.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9)
-    train = _alternate({"eager": _train_step(eager, opt_eager, x, y), "ours": _train_step(ours, opt_ours, x_cl, y)},
-                       steps, batch, rounds, device)
+    with _Sides(name, batch, size) as sides:  # inference only
+        eager_logits = sides.call("eager", "logits")
+        max_diff = (sides.call("ours", "logits") - eager_logits).abs().max().item()
+        infer = sides.alternate({"eager": "infer", "ours": "infer"}, steps, rounds)
+        infer_compiled = None
+        if compiled:
+            result = sides.call("ours", "compile")
+            infer_compiled = {**sides.alternate({"eager": "infer", "ours": "infer_compiled"}, steps, rounds),
+                              "compile_seconds": result["seconds"],
+                              "max_abs_diff": (result["logits"] - eager_logits).abs().max().item()}
+    with _Sides(name, batch, size) as sides:  # training only
+        train = sides.alternate({"eager": "train", "ours": "train"}, steps, rounds)
     return {"train": train, "infer": infer, "infer_max_abs_diff": max_diff, "infer_compiled": infer_compiled,
             "peak_mb": {"plain": peak_memory_mb(name, batch, size, False),
                         "grad_checkpointing": peak_memory_mb(name, batch, size, True)},
-            "device": device.type, "threads": torch.get_num_threads()}
+            "device": _device().type, "threads": torch.get_num_threads()}
 
 
 def peak_memory_mb(name: str, batch: int, size: int, grad_checkpointing: bool) -> float:
@@ -131,6 +198,7 @@ def _peak_rss_kb() -> int:
 
 
 def _peak_memory_child(name: str, batch: int, size: int, grad_checkpointing: bool) -> None:
+    keep_freed_memory()  # as the trainer does on the CPU
     model = create_model(name, grad_checkpointing=grad_checkpointing).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     model(torch.randn(2, 3, 32, 32)).sum().backward()  # lazy imports and first-use allocations

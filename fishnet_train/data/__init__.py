@@ -1,10 +1,11 @@
 """Data: ImageFolder splits, transforms, samplers and loaders."""
 from .datasets import ImageFolderDataset, Split, collate, find_split, find_splits, scan_undecodable
 from .loaders import build_loader
+from .prefetch import DevicePrefetcher
 from .samplers import EvalSampler, TrainSampler
 from .transforms import BatchPreprocess, TrainTransform, ValTransform
 
 __all__ = [
-    "BatchPreprocess", "EvalSampler", "ImageFolderDataset", "Split", "TrainSampler", "TrainTransform",
+    "BatchPreprocess", "DevicePrefetcher", "EvalSampler", "ImageFolderDataset", "Split", "TrainSampler", "TrainTransform",
     "ValTransform", "build_loader", "collate", "find_split", "find_splits", "scan_undecodable",
 ]

@@ -19,6 +19,7 @@ from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
 from .checkpoint import FORMAT
 from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from .evaluate import EvalResult, evaluate
+from .host_memory import keep_freed_memory
 from .reporting import Reporter
 from .setup import effective_amp
 
@@ -69,6 +70,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str, overridden: Iterable[str]
 
 
 def _evaluate(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter, overridden: set[str]) -> EvalResult:
+    if info.device.type == "cpu":
+        keep_freed_memory()  # as the trainer does: batches reuse the previous batch's memory
     ckpt = load_checkpoint_for_eval(cfg.checkpoint, cfg.model.name)
     num_classes = cfg.model.num_classes or ckpt.num_classes
     data = {k: ckpt.data.get(k, cfg.data[k]) if f"data.{k}" not in overridden else cfg.data[k] for k in _DATA_KEYS}

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import DevicePrefetcher
 from .distributed import all_gather_objects, all_reduce_sum
 from .metrics import topk_correct
 
@@ -52,7 +53,7 @@ def evaluate(
     class_correct = torch.zeros(num_classes, dtype=torch.float64, device=device)
     class_total = torch.zeros(num_classes, dtype=torch.float64, device=device)
     predictions, skipped = [], []
-    for images, targets, _, bad in batches:
+    for images, targets, _, bad in DevicePrefetcher(batches, device):
         skipped += bad
         targets = targets.to(device, non_blocking=True)
         with autocast(device, amp):

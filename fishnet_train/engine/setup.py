@@ -22,18 +22,22 @@ from ..errors import UserError
 from ..models import create_model, list_models, load_weights, read_checkpoint
 from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
 from .distributed import DistInfo, broadcast_object
+from .host_memory import keep_freed_memory
 
 log = logging.getLogger("fishnet_train")
 
 
 def configure_runtime(seed: int, rank: int, deterministic: bool, device: torch.device) -> None:
-    """Per-rank seeds and the determinism / speed flags of the backends."""
+    """Per-rank seeds, the determinism / speed flags of the backends, and on the CPU an
+    allocator that reuses each step's activation memory (see ``host_memory``)."""
     random.seed(seed + rank)
     torch.manual_seed(seed + rank)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type == "cpu":
+        keep_freed_memory()
     if device.type == "cpu" and local_processes > 1:
         # Processes sharing the CPU must share its cores too, or their threads fight.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_processes))

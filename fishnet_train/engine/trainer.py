@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import to_plain
+from ..data import DevicePrefetcher
 from ..errors import UserError
 from ..models.fuse import fuse_for_inference
 from .checkpoint import Progress, load_training_state, restore_training_state, rng_state, save_atomic, training_state
@@ -171,7 +172,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     run.step_model.train()
     loss_sum = torch.zeros((), device=info.device)
     first, waited, lr = p.epoch_step, 0.0, run.schedule(p.step)
-    batches = iter(run.data.train_loader)
+    batches = DevicePrefetcher(run.data.train_loader, info.device)
     bar = run.reporter.bar(range(first, run.steps_per_epoch), run.steps_per_epoch - first, f"epoch {epoch + 1}/{t.epochs}")
     started = time.perf_counter()
     for _ in bar:

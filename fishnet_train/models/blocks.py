@@ -49,7 +49,9 @@ class Bottleneck(nn.Module):
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
-        return out + self._residual(x)
+        residual = self._residual(x)
+        # In place where types agree (not under autocast): conv3's output is saved for nothing.
+        return out.add_(residual) if out.dtype == residual.dtype else out + residual
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         if self.shortcut is not None:

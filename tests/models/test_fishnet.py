@@ -82,6 +82,35 @@ def test_up_block_sums_adjacent_channel_pairs_as_residual():
     torch.testing.assert_close(block(x), expected)
 
 
+def _bottleneck_by_definition(block: Bottleneck, x: torch.Tensor) -> torch.Tensor:
+    out = block.conv1(torch.relu(block.bn1(x)))
+    out = block.conv2(torch.relu(block.bn2(out)))
+    out = block.conv3(torch.relu(block.bn3(out)))
+    return out + (block.shortcut(x) if block.shortcut is not None else x)
+
+
+def test_block_output_and_gradients_equal_the_definition_with_its_in_place_residual_sum():
+    torch.manual_seed(0)
+    block = Bottleneck(8, 16)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    reference = _bottleneck_by_definition(block, x)
+    (grad_ref,) = torch.autograd.grad(reference.square().sum(), x)
+    out = block(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, reference)
+    torch.testing.assert_close(grad, grad_ref)
+
+
+def test_block_sums_the_residual_in_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    block = Bottleneck(8, 8).eval()
+    x = torch.randn(2, 8, 6, 6)  # the residual stays float32 while the convolutions run in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        out, reference = block(x), _bottleneck_by_definition(block, x)
+    assert out.dtype == reference.dtype == torch.float32
+    torch.testing.assert_close(out, reference)
+
+
 def test_norm_block_projects_only_when_channels_change():
     assert Bottleneck(8, 8).shortcut is None
     assert Bottleneck(8, 16).shortcut is not None
