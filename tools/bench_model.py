@@ -1,6 +1,7 @@
 """Model-step and trainer-loop benchmarks (used by tools/benchmark.py)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import statistics
@@ -120,12 +121,6 @@ def _serve(conn, side: str, name: str, batch: int, size: int) -> None:
 class _Sides:
     """The two sides' processes; rounds alternate between them, so both see the same machine."""
 
-    def __enter__(self) -> "_Sides":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __init__(self, name: str, batch: int, size: int) -> None:
         context = mp.get_context("spawn")
         self.conns, self.procs = {}, []
@@ -134,8 +129,15 @@ class _Sides:
             proc = context.Process(target=_serve, args=(child, side, name, batch, size), daemon=True)
             proc.start()
             self.conns[side], self.procs = parent, self.procs + [proc]
-        for conn in self.conns.values():
-            assert conn.recv() == "ready"
+        for side, conn in self.conns.items():
+            if conn.recv() != "ready":
+                raise RuntimeError(f"the {side} side of the benchmark did not start")
+
+    def __enter__(self) -> _Sides:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def call(self, side: str, method: str, *args):
         self.conns[side].send((method, *args))
@@ -151,9 +153,12 @@ class _Sides:
 
     def close(self) -> None:
         for conn in self.conns.values():
-            conn.send(None)
+            with contextlib.suppress(OSError):  # a side that died has closed its end
+                conn.send(None)
         for proc in self.procs:
-            proc.join()
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
 
 
 def bench_model(name: str, batch: int, size: int, steps: int, rounds: int, compiled: bool = False) -> dict:

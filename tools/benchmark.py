@@ -8,8 +8,9 @@
 ``data``: images/s of ONE process on ONE thread over DIR's ImageFolder splits, for what the
 trainer's loader workers do (ours) and for the torchvision reference pipeline.
 ``model``: training-step and inference images/s of the trainer's defaults for the device
-(ours) against the plain eager NCHW fp32 model, alternating in one process, plus the peak
-memory of a training step with and without gradient checkpointing.
+(ours) against the plain eager NCHW fp32 model, plus the peak memory of a training step with
+and without gradient checkpointing. Each side runs in a process of its own (the trainer's
+allocator setting is process-wide), started together; their rounds alternate.
 ``trainer``: the trainer loop on in-memory batches against the bare model step.
 """
 from __future__ import annotations

@@ -47,7 +47,7 @@ class DevicePrefetcher:
         with torch.cuda.stream(self.stream):
             self.next_batch = _to(batch, self.device)
 
-    def __iter__(self) -> "DevicePrefetcher":
+    def __iter__(self) -> DevicePrefetcher:
         return self
 
     def __next__(self) -> Any:

@@ -24,7 +24,7 @@ class StopRequest:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
-    def install(self) -> "StopRequest":
+    def install(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -32,3 +32,8 @@ def test_kept_memory_is_reused_without_page_faults():
     assert _refaults("assert host_memory.keep_freed_memory()") < PAGES // 3
     assert _refaults("") > PAGES * 0.8  # glibc's default maps and faults every such block afresh
 
+
+
+def test_the_trainer_keeps_freed_memory_on_the_cpu():
+    setup = "from fishnet_train.engine.setup import configure_runtime; configure_runtime(0, 0, False, torch.device('cpu'))"
+    assert _refaults(setup) < PAGES // 3

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from fishnet_train.models import FishNet, create_model, load_weights
+from fishnet_train.models import create_model, load_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 
