@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) tools/benchmark.py all --compiled --root ../shared/data/imagenet-samples --json bench.json
+	$(PY) tools/benchmark.py all --compiled --rounds 5 --root ../shared/data/imagenet-samples --json bench.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs multirun demo_data bench.json
