@@ -50,8 +50,12 @@ class Bottleneck(nn.Module):
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
         residual = self._residual(x)
-        # In place where types agree (not under autocast): conv3's output is saved for nothing.
-        return out.add_(residual) if out.dtype == residual.dtype else out + residual
+        if torch.is_grad_enabled() or out.dtype != residual.dtype:
+            # Training sums out of place: at tiny spatial sizes torch's add can pick another
+            # memory layout than conv3's, which changes BN's rounding downstream, so an in-place
+            # sum would change training results (the demo's among them) for about 1 %.
+            return out + residual
+        return out.add_(residual)  # inference (types agree, not autocast): no new tensor
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         if self.shortcut is not None:

@@ -86,10 +86,12 @@ def _bottleneck_by_definition(block: Bottleneck, x: torch.Tensor) -> torch.Tenso
     out = block.conv1(torch.relu(block.bn1(x)))
     out = block.conv2(torch.relu(block.bn2(out)))
     out = block.conv3(torch.relu(block.bn3(out)))
-    return out + (block.shortcut(x) if block.shortcut is not None else x)
+    if block.shortcut is not None:
+        return out + block.shortcut(x)
+    return out + x.reshape(x.shape[0], -1, block.k, *x.shape[2:]).sum(2)  # channels summed in groups of k
 
 
-def test_block_output_and_gradients_equal_the_definition_with_its_in_place_residual_sum():
+def test_block_output_and_gradients_equal_the_definition():
     torch.manual_seed(0)
     block = Bottleneck(8, 16)
     x = torch.randn(2, 8, 6, 6, requires_grad=True)
@@ -99,6 +101,16 @@ def test_block_output_and_gradients_equal_the_definition_with_its_in_place_resid
     (grad,) = torch.autograd.grad(out.square().sum(), x)
     torch.testing.assert_close(out, reference)
     torch.testing.assert_close(grad, grad_ref)
+
+
+@pytest.mark.parametrize("mode, k", [("norm", 1), ("up", 2)])
+def test_inference_sums_the_residual_in_place_with_the_same_result(mode, k):
+    torch.manual_seed(0)
+    block = Bottleneck(16, 16 // k, mode=mode, k=k).eval()
+    x = torch.randn(2, 16, 6, 6)
+    with torch.inference_mode():
+        out, reference = block(x), _bottleneck_by_definition(block, x)
+    torch.testing.assert_close(out, reference, rtol=0, atol=0)
 
 
 def test_block_sums_the_residual_in_float32_under_bf16_autocast():
