@@ -9,12 +9,7 @@ from torchvision import transforms as T
 
 from fishnet_train.data.images import pil_to_tensor
 from fishnet_train.data.transforms import (
-    PCA_EIGVAL,
-    PCA_EIGVEC,
-    BatchPreprocess,
-    TrainTransform,
-    ValTransform,
-    random_resized_crop_box,
+    PCA_EIGVAL, PCA_EIGVEC, BatchPreprocess, TrainTransform, ValTransform, random_resized_crop_box,
 )
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
