@@ -19,9 +19,8 @@ from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
 from .checkpoint import FORMAT
 from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from .evaluate import EvalResult, evaluate
-from .host_memory import keep_freed_memory
 from .reporting import Reporter
-from .setup import effective_amp
+from .setup import configure_runtime, effective_amp
 
 # Data settings a training checkpoint carries, used unless given on the command line.
 _DATA_KEYS = ("val_resize", "val_crop", "mean", "std")
@@ -70,8 +69,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str, overridden: Iterable[str]
 
 
 def _evaluate(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter, overridden: set[str]) -> EvalResult:
-    if info.device.type == "cpu":
-        keep_freed_memory()  # as the trainer does: batches reuse the previous batch's memory
+    # As the trainer sets up its processes: threads shared among local CPU processes, kept
+    # host memory on the CPU, the GPU backend flags.
+    configure_runtime(cfg.trainer.seed, info.rank, cfg.trainer.deterministic, info.device)
     ckpt = load_checkpoint_for_eval(cfg.checkpoint, cfg.model.name)
     num_classes = cfg.model.num_classes or ckpt.num_classes
     data = {k: ckpt.data.get(k, cfg.data[k]) if f"data.{k}" not in overridden else cfg.data[k] for k in _DATA_KEYS}
