@@ -55,7 +55,6 @@ def evaluate(
     predictions, skipped = [], []
     for images, targets, _, bad in DevicePrefetcher(batches, device):
         skipped += bad
-        targets = targets.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(preprocess(images))
         logits = logits.float()

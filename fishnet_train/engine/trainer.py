@@ -216,14 +216,14 @@ def crash_once_for_tests(step: int, rank: int) -> None:
 
 
 def optimizer_step(run: Run, micro_batches: list) -> torch.Tensor:
-    """One optimiser step over the micro-batches; returns the step's mean loss."""
+    """One optimiser step over the micro-batches (already on the device, from the
+    DevicePrefetcher); returns the step's mean loss."""
     model, accum, info = run.step_model, len(micro_batches), run.info
     lighting = run.cfg.data.lighting > 0
     total = torch.zeros((), device=info.device)
-    for i, (images, targets, alpha, skipped) in enumerate(micro_batches):
+    for i, (images, y, alpha, skipped) in enumerate(micro_batches):
         run.skipped += skipped
         x = run.data.preprocess(images, alpha if lighting else None)
-        y = targets.to(info.device, non_blocking=True)
         last = i == accum - 1
         sync = contextlib.nullcontext() if last or not info.distributed else _ddp(model).no_sync()
         with sync:
