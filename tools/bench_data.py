@@ -1,8 +1,8 @@
 """Data-pipeline benchmark: the trainer's worker transforms vs torchvision's reference."""
 from __future__ import annotations
 
+import functools
 import os
-import statistics
 import time
 from typing import Callable
 
@@ -10,6 +10,7 @@ import torch
 from torchvision import transforms as T
 from torchvision.datasets.folder import pil_loader
 
+from bench_rounds import median_of_rounds
 from fishnet_train.data import ImageFolderDataset, TrainTransform, ValTransform, find_split
 from fishnet_train.data.samplers import sample_seed
 
@@ -49,11 +50,7 @@ def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
         ("val", "reference"): lambda i: ref_val(pil_loader(paths[i])),
         ("decode_only", ""): lambda i: pil_loader(paths[i]),
     }
-    rates: dict = {key: [] for key in pipelines}
-    for _ in range(rounds):
-        for key, fn in pipelines.items():
-            rates[key].append(_rate(fn, len(paths)))
-    med = {key: statistics.median(v) for key, v in rates.items()}
+    med = median_of_rounds({key: functools.partial(_rate, fn, len(paths)) for key, fn in pipelines.items()}, rounds)
     return {
         "train": {"ours": med[("train", "ours")], "reference": med[("train", "reference")]},
         "val": {"ours": med[("val", "ours")], "reference": med[("val", "reference")]},

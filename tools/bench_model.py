@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import multiprocessing as mp
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench_rounds import median_of_rounds
+
+from fishnet_train.engine.checkpoint_eval import inference_compiler
 from fishnet_train.engine.host_memory import keep_freed_memory
 from fishnet_train.models import create_model
 from fishnet_train.models.fuse import fuse_for_inference
@@ -44,14 +47,6 @@ def _train_step(model, optimizer, x, y):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
-
-
-def _alternate(fns: dict, steps: int, images: int, rounds: int, device: torch.device) -> dict:
-    rates = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            rates[name].append(_timed(fn, steps, images, device))
-    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 class _Side:
@@ -95,18 +90,14 @@ class _Side:
 
     def compile(self) -> dict:
         """fishnet-eval's ``trainer.compile=true``: inductor with frozen weights."""
-        import torch._inductor.config as inductor_config
-
-        with inductor_config.patch(freezing=True), torch.no_grad():
+        with inference_compiler(True), torch.no_grad():
             self.compiled = torch.compile(self.infer_model)
             started = time.perf_counter()
             out = self.compiled(self.x).cpu()
         return {"seconds": time.perf_counter() - started, "logits": out}
 
     def infer_compiled(self, steps: int) -> float:
-        import torch._inductor.config as inductor_config
-
-        with inductor_config.patch(freezing=True), torch.no_grad():
+        with inference_compiler(True), torch.no_grad():
             return _timed(lambda: self.compiled(self.x), steps, len(self.x), self.device)
 
 
@@ -145,11 +136,8 @@ class _Sides:
 
     def alternate(self, methods: dict[str, str], steps: int, rounds: int) -> dict:
         """``methods``: side -> what it times; the median of ``rounds`` alternating rounds."""
-        rates = {side: [] for side in methods}
-        for _ in range(rounds):
-            for side, method in methods.items():
-                rates[side].append(self.call(side, method, steps))
-        return {side: statistics.median(r) for side, r in rates.items()}
+        return median_of_rounds({side: functools.partial(self.call, side, method, steps)
+                                 for side, method in methods.items()}, rounds)
 
     def close(self) -> None:
         for conn in self.conns.values():
@@ -256,7 +244,8 @@ def bench_trainer(name: str, batch: int, size: int, steps: int, rounds: int) -> 
                 run.optimizer.step()
                 run.optimizer.zero_grad(set_to_none=True)
 
-        rates = _alternate({"bare": bare_steps, "trainer": trainer_epoch}, 1, steps * batch, rounds, device)
+        rates = median_of_rounds({name: functools.partial(_timed, fn, 1, steps * batch, device)
+                                  for name, fn in (("bare", bare_steps), ("trainer", trainer_epoch))}, rounds)
         reporter.close()
     return {"images_per_sec": rates, "overhead": 1.0 - rates["trainer"] / rates["bare"]}
 

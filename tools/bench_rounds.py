@@ -1,0 +1,17 @@
+"""Side-by-side timing shared by the benchmarks: alternating rounds, median per side."""
+from __future__ import annotations
+
+import statistics
+from typing import Callable, Hashable, TypeVar
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+def median_of_rounds(measures: dict[Key, Callable[[], float]], rounds: int) -> dict[Key, float]:
+    """Call every measure once per round, in turn, so all see the same machine; the median
+    of each measure's results."""
+    results: dict[Key, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            results[name].append(measure())
+    return {name: statistics.median(values) for name, values in results.items()}
