@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import random
 import signal
@@ -151,3 +152,18 @@ def restore_training_state(
     if state.get("world_size") == world_size and rank < len(state["rng"]):
         set_rng_state(state["rng"][rank])
     return Progress(**state["progress"])
+
+
+def resume_path(resume: str | None, ckpt_dir: str) -> str | None:
+    """The checkpoint ``trainer.resume`` names: ``auto`` is the run's own last.pt if there is one."""
+    if resume in (None, "", "null", "none"):
+        return None
+    if resume == "auto":
+        for stale in glob.glob(os.path.join(ckpt_dir, "*.tmp.*")):
+            with contextlib.suppress(OSError):
+                os.remove(stale)  # left by a process killed while saving
+        last = os.path.join(ckpt_dir, "last.pt")
+        return last if os.path.isfile(last) else None
+    if not os.path.isfile(resume):
+        raise UserError(f"trainer.resume={resume}: no such file (use auto, null or a checkpoint path)")
+    return resume

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
 import shutil
@@ -19,7 +18,9 @@ from ..config import to_plain
 from ..data import DevicePrefetcher
 from ..errors import UserError
 from ..models.fuse import fuse_for_inference
-from .checkpoint import Progress, load_training_state, restore_training_state, rng_state, save_atomic, training_state
+from .checkpoint import (
+    Progress, load_training_state, restore_training_state, resume_path, rng_state, save_atomic, training_state,
+)
 from .distributed import (
     DistInfo, all_gather_objects, all_reduce_max, all_reduce_sum, broadcast_object, init_distributed, shutdown,
 )
@@ -117,20 +118,6 @@ def prepare(cfg: DictConfig, run_dir: str, info: DistInfo, reporter: Reporter, s
                   f"{info.world_size} process(es) on {info.device.type}, {steps} steps per epoch")
     return Run(cfg, info, reporter, model, step_model, optimizer, scaler, schedule, data, progress, amp, steps,
                ckpt_dir, stop)
-
-
-def resume_path(resume: str | None, ckpt_dir: str) -> str | None:
-    if resume in (None, "", "null", "none"):
-        return None
-    if resume == "auto":
-        for stale in glob.glob(os.path.join(ckpt_dir, "*.tmp.*")):
-            with contextlib.suppress(OSError):
-                os.remove(stale)  # left by a process killed while saving
-        last = os.path.join(ckpt_dir, "last.pt")
-        return last if os.path.isfile(last) else None
-    if not os.path.isfile(resume):
-        raise UserError(f"trainer.resume={resume}: no such file (use auto, null or a checkpoint path)")
-    return resume
 
 
 def fit(run: Run) -> dict | None:

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from fishnet_train.engine.checkpoint import save_atomic
+from fishnet_train.engine.checkpoint import resume_path, save_atomic
 from fishnet_train.errors import UserError
 
 
@@ -71,3 +71,17 @@ def test_ctrl_c_during_a_save_lets_the_save_finish_then_interrupts(tmp_path, mon
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["v"].item() == 3
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_auto_resume_takes_last_pt_and_clears_temporaries_of_a_killed_save(tmp_path):
+    assert resume_path("auto", str(tmp_path)) is None
+    save_atomic({"v": torch.tensor(1)}, str(tmp_path / "last.pt"))
+    (tmp_path / "last.pt.tmp.1234").write_bytes(b"half a checkpoint")
+    assert resume_path("auto", str(tmp_path)) == str(tmp_path / "last.pt")
+    assert os.listdir(tmp_path) == ["last.pt"]
+    assert resume_path("null", str(tmp_path)) is None
+
+
+def test_resume_from_a_missing_file_is_a_one_line_error(tmp_path):
+    with pytest.raises(UserError, match="no such file .*use auto, null or a checkpoint path"):
+        resume_path(str(tmp_path / "nope.pt"), str(tmp_path))
