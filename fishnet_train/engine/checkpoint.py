@@ -9,10 +9,11 @@ import errno
 import glob
 import os
 import random
+import shutil
 import signal
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import torch
 from torch import nn
@@ -42,13 +43,26 @@ def save_atomic(obj: dict[str, Any], path: str) -> None:
     the write takes effect once it is done: torch's zip writer, interrupted halfway, raises an
     error of its own that would hide the interrupt.
     """
+    _write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def copy_atomic(source: str, path: str) -> None:
+    """Make ``path`` a copy of ``source`` (best.pt from last.pt) with ``save_atomic``'s guarantees."""
+    def copy(f: BinaryIO) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f)
+
+    _write_atomic(path, copy)
+
+
+def _write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = f"{path}.tmp.{os.getpid()}"  # resume_path clears these if a process dies mid-write
     with _interrupts_deferred():
         try:
             with open(tmp, "wb") as f:
-                torch.save(obj, f)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +18,8 @@ from ..data import DevicePrefetcher
 from ..errors import UserError
 from ..models.fuse import fuse_for_inference
 from .checkpoint import (
-    Progress, load_training_state, restore_training_state, resume_path, rng_state, save_atomic, training_state,
+    Progress, copy_atomic, load_training_state, restore_training_state, resume_path, rng_state, save_atomic,
+    training_state,
 )
 from .distributed import (
     DistInfo, all_gather_objects, all_reduce_max, all_reduce_sum, broadcast_object, init_distributed, shutdown,
@@ -267,9 +267,7 @@ def save_checkpoint(run: Run, best: bool) -> None:
     last = os.path.join(run.ckpt_dir, "last.pt")
     save_atomic(state, last)
     if best:
-        tmp = os.path.join(run.ckpt_dir, f"best.pt.tmp.{os.getpid()}")
-        shutil.copyfile(last, tmp)
-        os.replace(tmp, os.path.join(run.ckpt_dir, "best.pt"))
+        copy_atomic(last, os.path.join(run.ckpt_dir, "best.pt"))
 
 
 def report_skipped(run: Run) -> int:

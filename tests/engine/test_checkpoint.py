@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from fishnet_train.engine.checkpoint import resume_path, save_atomic
+from fishnet_train.engine.checkpoint import copy_atomic, resume_path, save_atomic
 from fishnet_train.errors import UserError
 
 
@@ -31,6 +31,25 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypat
         save_atomic({"v": torch.tensor(2)}, str(path))
     assert torch.load(path, weights_only=True)["v"].item() == 1
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_best_copy_on_a_full_disk_keeps_the_previous_best_and_says_so(tmp_path, monkeypatch):
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_atomic({"v": torch.tensor(1)}, str(last))
+    copy_atomic(str(last), str(best))
+    save_atomic({"v": torch.tensor(2)}, str(last))
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("shutil.copyfileobj", no_space)
+    with pytest.raises(UserError, match="best.pt: the disk is full.*previous checkpoint there is intact"):
+        copy_atomic(str(last), str(best))
+    assert torch.load(best, weights_only=True)["v"].item() == 1
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+    monkeypatch.undo()
+    copy_atomic(str(last), str(best))
+    assert torch.load(best, weights_only=True)["v"].item() == 2
 
 
 def test_process_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
