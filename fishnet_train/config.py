@@ -1,12 +1,15 @@
 """The structured-config schema: Hydra validates every YAML file and override against it.
 
-A typo'd key or a value of the wrong type fails when the config is composed;
-``validate_train_config`` adds the checks a type cannot express.
+The schema's defaults are the only ones: the YAML group files say only what they change. The
+dataclasses are frozen: the entry point converts the composed config once into them
+(``to_options``) and code below it reads options it cannot change. ``validate`` adds the checks
+a type cannot express.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -14,7 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from .errors import UserError
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     name: Optional[str] = "fishnet150"  # fishnet-eval: null = the checkpoint's
     num_classes: Optional[int] = 1000  # null = the dataset's (train) or the checkpoint's (eval)
@@ -23,7 +26,7 @@ class ModelConfig:
     pretrained: Optional[str] = None  # weights only: ours or released, classifier skipped if classes differ
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     root: str = MISSING  # holds train/ and val/ ImageFolder trees
     batch_size: int = 256  # GLOBAL batch, split across processes
@@ -42,7 +45,7 @@ class DataConfig:
     scan: bool = False  # list every undecodable file before training
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     name: str = "sgd"
     lr: float = 0.1  # for the global batch
@@ -52,7 +55,7 @@ class OptimConfig:
     decay_norm_and_bias: bool = True  # the paper decays ALL parameters
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScheduleConfig:
     name: str = "step"  # step | cosine
     milestones: list[int] = field(default_factory=lambda: [30, 60, 90])  # epochs
@@ -62,12 +65,12 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cosine floor
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
     label_smoothing: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainerConfig:
     epochs: int = 100
     device: str = "auto"  # auto | cpu | cuda
@@ -85,9 +88,10 @@ class TrainerConfig:
     nan_policy: str = "stop"  # stop | skip
     eval_every: int = 1  # epochs
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
+    host_allocator: str = "keep_freed"  # keep_freed | system: how the C library's malloc serves CPU tensors
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -97,12 +101,12 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalOptions:
     predictions: Optional[str] = None  # CSV path: one row per image, top-5 classes and probabilities
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     checkpoint: str = MISSING
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name=None, num_classes=None))
@@ -111,11 +115,40 @@ class EvalConfig:
     eval: EvalOptions = field(default_factory=EvalOptions)
 
 
+Options = Union[TrainConfig, EvalConfig]
+
+
 def register_configs() -> None:
     """Make the schemas available to the YAML defaults lists (``train_schema``, ``eval_schema``)."""
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="train_schema", node=_editable(TrainConfig))
+    cs.store(name="eval_schema", node=_editable(EvalConfig))
+
+
+def _editable(schema: type) -> DictConfig:
+    """The schema as a node Hydra can merge YAML and overrides into: OmegaConf marks the nodes
+    of frozen dataclasses read-only, but only the converted options need to be."""
+    node = OmegaConf.structured(schema)
+
+    def unlock(n: DictConfig) -> None:
+        OmegaConf.set_readonly(n, False)
+        for key in n:
+            child = OmegaConf.select(n, str(key), throw_on_missing=False)
+            if isinstance(child, DictConfig):
+                unlock(child)
+
+    unlock(node)
+    return node
+
+
+def to_options(cfg: DictConfig) -> Options:
+    """The composed config as its frozen, typed dataclasses: the one conversion at the entry point."""
+    return OmegaConf.to_object(cfg)
+
+
+def to_plain(options: Options) -> dict[str, Any]:
+    """The options as plain dicts/lists, safe for ``weights_only`` checkpoints and ``config.yaml``."""
+    return dataclasses.asdict(options)
 
 
 _CHOICES = {
@@ -125,6 +158,7 @@ _CHOICES = {
     "trainer.amp": ("none", "bf16", "fp16"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.nan_policy": ("stop", "skip"),
+    "trainer.host_allocator": ("keep_freed", "system"),
 }
 _POSITIVE = (
     "data.batch_size", "data.train_crop", "data.val_resize", "data.val_crop",
@@ -136,40 +170,44 @@ _NON_NEGATIVE = (
 )
 
 
-def validate_config(cfg: DictConfig) -> None:
+def _get(options: Options, key: str) -> Any:
+    """The value at a dotted key, or None where this kind of options has no such section."""
+    value: Any = options
+    for part in key.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
+def validate(options: Options) -> None:
     """Checks beyond types; each failure is one ``UserError`` saying how to fix it."""
     for key, allowed in _CHOICES.items():
-        value = OmegaConf.select(cfg, key)
+        value = _get(options, key)
         if value is not None and value not in allowed:
             raise UserError(f"{key}={value!r} is not one of {', '.join(allowed)}")
     for key in _POSITIVE:
-        value = OmegaConf.select(cfg, key)
+        value = _get(options, key)
         if value is not None and value <= 0:
             raise UserError(f"{key} must be positive, got {value}")
     for key in _NON_NEGATIVE:
-        value = OmegaConf.select(cfg, key)
+        value = _get(options, key)
         if value is not None and value < 0:
             raise UserError(f"{key} must not be negative, got {value}")
-    _check_pair(cfg, "data.crop_scale", upper=1.0)
-    _check_pair(cfg, "data.crop_ratio")
-    if not 0.0 <= cfg.model.drop_rate < 1.0:
-        raise UserError(f"model.drop_rate must be in [0, 1), got {cfg.model.drop_rate}")
-    if OmegaConf.select(cfg, "loss.label_smoothing", default=0.0) >= 1.0:
-        raise UserError(f"loss.label_smoothing must be below 1, got {cfg.loss.label_smoothing}")
-    devices = str(cfg.trainer.devices)
+    _check_pair(options, "data.crop_scale", upper=1.0)
+    _check_pair(options, "data.crop_ratio")
+    if not 0.0 <= options.model.drop_rate < 1.0:
+        raise UserError(f"model.drop_rate must be in [0, 1), got {options.model.drop_rate}")
+    smoothing = _get(options, "loss.label_smoothing")
+    if smoothing is not None and smoothing >= 1.0:
+        raise UserError(f"loss.label_smoothing must be below 1, got {smoothing}")
+    devices = str(options.trainer.devices)
     if devices != "auto" and not (devices.isdigit() and int(devices) > 0):
         raise UserError(f"trainer.devices must be 'auto' or a positive number, got {devices!r}")
 
 
-def _check_pair(cfg: DictConfig, key: str, upper: Optional[float] = None) -> None:
-    pair = OmegaConf.select(cfg, key)
+def _check_pair(options: Options, key: str, upper: Optional[float] = None) -> None:
+    pair = _get(options, key)
     if pair is None:
         return
     if len(pair) != 2 or not 0 < pair[0] <= pair[1] or (upper is not None and pair[1] > upper):
         limit = f" <= {upper}" if upper is not None else ""
         raise UserError(f"{key} must be [low, high] with 0 < low <= high{limit}, got {list(pair)}")
-
-
-def to_plain(cfg: Any) -> dict:
-    """The resolved config as plain dicts/lists, safe for ``weights_only`` checkpoints."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)

@@ -3,6 +3,8 @@
 The command-line entry points print such an error as one line and exit with status 2.
 """
 
+USER_ERROR_EXIT_CODE = 2
+
 
 class UserError(Exception):
     """A bad path, config value or file: the message says what is wrong and how to fix it."""

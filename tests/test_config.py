@@ -1,29 +1,51 @@
 """The real config, composed as the apps compose it."""
+import dataclasses
+
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from fishnet_train.config import register_configs, validate_config
+from fishnet_train.config import TrainConfig, to_options, validate
 from fishnet_train.errors import UserError
+from fishnet_train.models import list_models
 
-register_configs()
-PRESETS = ["fishnet99_paper", "fishnet150_paper", "fishnet201_paper", "fishnet150_cosine_ls",
-           "fishnet201_cosine_ls", "demo"]
+from .helpers import ROOT
+from .helpers import compose_eval as _compose_eval
+from .helpers import compose_train as _compose_train
 
 
 def compose_train(*overrides: str):
-    with initialize_config_module("fishnet_train.conf", version_base="1.3"):
-        return compose("train", overrides=["data.root=/data", *overrides])
+    return _compose_train("data.root=/data", *overrides)
 
 
-@pytest.mark.parametrize("group, options", [
-    ("model", ["fishnet99", "fishnet150", "fishnet201"]), ("data", ["imagenet", "folder"]),
-    ("optim", ["sgd"]), ("schedule", ["step", "cosine"]), ("experiment", PRESETS),
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_every_model_has_a_group_option_and_every_option_a_model():
+    assert group_options("model") == sorted(list_models())
+
+
+@pytest.mark.parametrize("group, option", [
+    (group, option) for group in ("model", "data", "optim", "schedule", "experiment") for option in group_options(group)
 ])
-def test_every_option_of_every_group_composes_and_validates(group, options):
-    for option in options:
-        cfg = compose_train(f"{group}={option}")
-        validate_config(cfg)
+def test_every_option_of_every_group_composes_and_validates(group, option):
+    options = to_options(compose_train(f"{group}={option}"))
+    assert isinstance(options, TrainConfig)
+    validate(options)
+
+
+def test_group_files_and_presets_restate_no_default_of_the_schema():
+    defaults = dataclasses.asdict(TrainConfig(data=dataclasses.replace(TrainConfig().data, root="/data")))
+    for path in (ROOT / "conf").glob("[!h]*/*.yaml"):
+        for section, values in (OmegaConf.to_container(OmegaConf.load(path)) or {}).items():
+            if section == "defaults":
+                continue
+            if path.parent.name != "experiment":
+                section, values = path.parent.name, {section: values}
+            for key, value in values.items():
+                if key == "name" and path.parent.name != "experiment":
+                    continue  # each option states its own name, the one the code switches on
+                assert defaults[section][key] != value, f"{path.name} restates {section}.{key}={value}"
 
 
 def test_defaults_are_the_papers_fishnet150_recipe():
@@ -32,6 +54,11 @@ def test_defaults_are_the_papers_fishnet150_recipe():
     assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 1e-4 and cfg.optim.decay_norm_and_bias
     assert list(cfg.schedule.milestones) == [30, 60, 90] and cfg.trainer.epochs == 100
     assert list(cfg.data.crop_scale) == [0.08, 1.0] and cfg.data.lighting == 0.1
+
+
+def test_paper_presets_are_the_defaults_with_their_model():
+    for name in list_models():
+        assert to_options(compose_train(f"experiment={name}_paper")) == to_options(compose_train(f"model={name}"))
 
 
 @pytest.mark.parametrize("preset, model, epochs, schedule, smoothing", [
@@ -66,12 +93,11 @@ def test_typo_and_wrong_type_fail_at_composition():
 ])
 def test_values_a_type_cannot_catch_are_validated(override, message):
     with pytest.raises(UserError, match=message):
-        validate_config(compose_train(override))
+        validate(to_options(compose_train(override)))
 
 
 def test_eval_config_takes_the_model_from_the_checkpoint_by_default():
-    with initialize_config_module("fishnet_train.conf", version_base="1.3"):
-        cfg = compose("eval", overrides=["checkpoint=x.pt", "data.root=/data"])
+    cfg = _compose_eval("checkpoint=x.pt", "data.root=/data")
     assert cfg.model.name is None and cfg.model.num_classes is None
     assert cfg.data.val_resize == 256 and cfg.data.val_crop == 224
     assert OmegaConf.select(cfg, "eval.predictions") is None

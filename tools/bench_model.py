@@ -9,17 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from bench_rounds import median_of_rounds
 
-from fishnet_train.engine.checkpoint_eval import inference_compiler
-from fishnet_train.engine.host_memory import keep_freed_memory
+from fishnet_train.engine.runtime import keep_freed_memory
+from fishnet_train.inference import fuse_for_inference, inference_compiler
 from fishnet_train.models import create_model
-from fishnet_train.models.fuse import fuse_for_inference
 
 
 def _device() -> torch.device:
@@ -202,47 +199,42 @@ def _peak_memory_child(name: str, batch: int, size: int, grad_checkpointing: boo
 
 
 def bench_trainer(name: str, batch: int, size: int, steps: int, rounds: int) -> dict:
-    """The trainer's ``train_one_epoch`` on in-memory uint8 batches vs the bare step."""
-    from hydra import compose, initialize_config_module
-    from PIL import Image
-
-    from fishnet_train.config import register_configs
-    from fishnet_train.engine.distributed import DistInfo
+    """The trainer's ``train_one_epoch`` on in-memory uint8 batches vs the bare step, on the
+    same model and optimiser, with the trainer's process settings."""
+    from fishnet_train.data import BatchPreprocess
+    from fishnet_train.engine.checkpoint import Progress
+    from fishnet_train.engine.loop import LoopOptions, StepParts, train_one_epoch
+    from fishnet_train.engine.optim import LrSchedule, build_sgd
     from fishnet_train.engine.reporting import Reporter
+    from fishnet_train.engine.runtime import RuntimeSettings, configure_process
     from fishnet_train.engine.signals import StopRequest
-    from fishnet_train.engine.trainer import prepare, train_one_epoch
 
     device = _device()
-    register_configs()
+    configure_process(RuntimeSettings(seed=0, rank=0, device=device))
+    model = create_model(name, num_classes=2).to(device, memory_format=torch.channels_last)
+    optimizer = build_sgd(model, 0.1, 0.9, 1e-4, nesterov=False, decay_norm_and_bias=True)
+    preprocess = BatchPreprocess([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], device, channels_last=True)
+    parts = StepParts(model, model, optimizer, torch.amp.GradScaler(device.type, enabled=False),
+                      LrSchedule(0.1, steps, 1), preprocess, device)
+    loop = LoopOptions(steps_per_epoch=steps, epochs=1, global_batch=batch, lighting=True)
+    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    targets = torch.randint(0, 2, (batch,))
+    alphas = torch.randn(batch, 3) * 0.1
+    batches = [(images, targets, alphas, [])] * steps
+
+    def bare_steps():
+        for _ in range(steps):
+            x = preprocess(images, alphas)
+            F.cross_entropy(model(x), targets.to(device)).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
     with tempfile.TemporaryDirectory() as tmp:
-        for split in ("train", "val"):
-            for c in range(2):
-                folder = Path(tmp, "data", split, f"c{c}")
-                folder.mkdir(parents=True)
-                for i in range(batch):
-                    Image.new("RGB", (8, 8)).save(folder / f"{i}.png")
-        with initialize_config_module("fishnet_train.conf", version_base="1.3"):
-            cfg = compose("train", overrides=[
-                f"model.name={name}", "model.num_classes=null", f"data.root={tmp}/data", f"data.batch_size={batch}",
-                "data.workers=0", f"data.train_crop={size}", "trainer.resume=null", f"trainer.device={device.type}"])
-        reporter = Reporter(tmp, active=True)
-        run = prepare(cfg, tmp, DistInfo(device=device), reporter, StopRequest())
-        images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
-        targets = torch.randint(0, 2, (batch,))
-        alphas = torch.randn(batch, 3) * 0.1
-        run.data.train_loader = [(images, targets, alphas, [])] * steps
-        run.steps_per_epoch = steps
+        reporter = Reporter(tmp, active=True)  # progress bar and TensorBoard, as in training
+        stop = StopRequest()
 
         def trainer_epoch():
-            run.progress.epoch_step = 0
-            train_one_epoch(run, 0)
-
-        def bare_steps():
-            for _ in range(steps):
-                x = run.data.preprocess(images, alphas)
-                F.cross_entropy(run.model(x), targets.to(device)).backward()
-                run.optimizer.step()
-                run.optimizer.zero_grad(set_to_none=True)
+            train_one_epoch(parts, batches, Progress(), loop, reporter=reporter, stop=stop)
 
         rates = median_of_rounds({name: functools.partial(_timed, fn, 1, steps * batch, device)
                                   for name, fn in (("bare", bare_steps), ("trainer", trainer_epoch))}, rounds)

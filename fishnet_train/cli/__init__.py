@@ -1,1 +1,1 @@
-"""The two Hydra command-line apps, ``fishnet-train`` and ``fishnet-eval``."""
+"""The console scripts: ``fishnet-train``, ``fishnet-eval`` (Hydra apps) and ``fishnet-convert-checkpoint``."""

@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from ..engine.checkpoint_eval import evaluate_checkpoint
-from .common import prepare_hydra, run_job
+from .common import prepare_hydra
 
 
 def overridden_keys() -> list[str]:
     """Keys given on the command line: they win over the sizes a checkpoint carries."""
-    return [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return [o.key_or_group for o in overrides]
 
 
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="eval")
 def hydra_main(cfg: DictConfig) -> None:
-    run_job(cfg, "eval.log", evaluate_checkpoint, overridden_keys())
+    # Imported once the config has passed its check: torch takes seconds to load.
+    from ..engine.evaluator import run_eval
+    from .jobs import run_job
+
+    run_job(cfg, "eval.log", run_eval, overridden_keys())
 
 
 def main() -> None:

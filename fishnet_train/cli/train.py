@@ -1,17 +1,20 @@
-"""``fishnet-train``: parse the config, then train (in N local processes if asked)."""
+"""``fishnet-train``: check the config, then train (in N local processes if asked)."""
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig
 
-from ..data import find_splits
-from ..engine.trainer import train
-from .common import prepare_hydra, run_job
+from .common import prepare_hydra
 
 
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
-    run_job(cfg, "train.log", train, precheck=lambda c: find_splits(c.data.root))
+    # Imported once the config has passed its check: torch takes seconds to load.
+    from ..data import find_splits
+    from ..engine.trainer import train
+    from .jobs import run_job
+
+    run_job(cfg, "train.log", train, precheck=lambda options: find_splits(options.data.root))
 
 
 def main() -> None:

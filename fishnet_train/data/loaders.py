@@ -1,10 +1,13 @@
-"""DataLoaders for training and evaluation."""
+"""DataLoaders for training and evaluation, built from the data options."""
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .datasets import collate
+from ..config import DataConfig
+from .datasets import ImageFolderDataset, Split, collate
+from .samplers import EvalSampler, TrainSampler
+from .transforms import TrainTransform, ValTransform
 
 
 def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
@@ -22,3 +25,25 @@ def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: i
         generator=torch.Generator().manual_seed(0),
         drop_last=False,
     )
+
+
+def build_train_loader(split: Split, data: DataConfig, sampler: TrainSampler, micro_batch: int,
+                       pin_memory: bool) -> DataLoader:
+    """Random-resized crops (and flips, lighting draws) from each sample's own seed."""
+    transform = TrainTransform(data.train_crop, data.crop_scale, data.crop_ratio, data.hflip, data.lighting)
+    dataset = ImageFolderDataset(split, transform, train=True, bad_images=data.bad_images)
+    return build_loader(dataset, sampler, micro_batch, data.workers, pin_memory)
+
+
+def eval_batch_per_process(data: DataConfig, world_size: int) -> int:
+    """``data.eval_batch_size`` (default ``data.batch_size``) is global, like the training batch."""
+    return max(1, (data.eval_batch_size or data.batch_size) // world_size)
+
+
+def build_val_loader(split: Split, data: DataConfig, rank: int, world_size: int, pin_memory: bool) -> DataLoader:
+    """This process's contiguous shard of ``split`` with the evaluation protocol
+    (``data.val_resize``, ``data.val_crop``), every image exactly once over all processes."""
+    dataset = ImageFolderDataset(split, ValTransform(data.val_resize, data.val_crop), train=False,
+                                 bad_images=data.bad_images)
+    sampler = EvalSampler(len(dataset), rank, world_size)
+    return build_loader(dataset, sampler, eval_batch_per_process(data, world_size), data.workers, pin_memory)

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UserError
+from .launch_env import env_ranks
 
 
 @dataclass(frozen=True)
@@ -26,15 +27,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def env_ranks() -> tuple[int, int, int] | None:
-    """(rank, world, local rank) from torchrun's variables, else SLURM's, else None."""
-    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_LOCALID", 0))
-    return None
 
 
 def _slurm_master_addr() -> str:
@@ -64,25 +56,30 @@ def init_distributed(device_preference: str) -> DistInfo:
     rank, world, local_rank = ranks
     device = resolve_device(device_preference, local_rank)
     if world > 1 and not dist.is_initialized():
-        if "MASTER_ADDR" not in os.environ:
-            os.environ["MASTER_ADDR"] = _slurm_master_addr()
-            os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
-        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank))
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        device_id = device if device.type == "cuda" else None
-        timeout = timedelta(minutes=30)
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
-        if attempt is None:
-            dist.init_process_group(backend, timeout=timeout, device_id=device_id)
-        else:
-            # The elastic agent's store outlives a worker restart and still holds the last
-            # attempt's addresses (pytorch/pytorch#167288); a namespace per attempt keeps
-            # the restarted group from connecting to processes that are gone.
-            store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
-            store = dist.PrefixStore(f"fishnet/attempt_{attempt}", store)
-            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout,
-                                    device_id=device_id)
+        _join_process_group(rank, world, "nccl" if device.type == "cuda" else "gloo",
+                            device if device.type == "cuda" else None)
     return DistInfo(rank, world, local_rank, device)
+
+
+def _join_process_group(rank: int, world: int, backend: str, device_id: torch.device | None) -> None:
+    timeout = timedelta(minutes=30)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is not None:
+        # The elastic agent's store outlives a worker restart and still holds the last
+        # attempt's addresses (pytorch/pytorch#167288); a namespace per attempt keeps
+        # the restarted group from connecting to processes that are gone.
+        store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+        store = dist.PrefixStore(f"fishnet/attempt_{attempt}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout,
+                                device_id=device_id)
+        return
+    if "MASTER_ADDR" in os.environ:  # torchrun, or a user's own launcher
+        init_method = "env://"
+    else:  # srun: the first node of the step hosts the store
+        port = os.environ.get("MASTER_PORT") or str(29500 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)
+        init_method = f"tcp://{_slurm_master_addr()}:{port}"
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=timeout,
+                            device_id=device_id)
 
 
 def shutdown() -> None:
@@ -94,6 +91,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    all_reduce_sum(tensor)
+    return tensor / (dist.get_world_size() if dist.is_initialized() else 1)
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
@@ -136,13 +138,9 @@ def local_process_count(devices: str, device_preference: str) -> int:
 def launch_local(nprocs: int, entrypoint: Callable[..., Any], *args: Any, run_id: str = "fishnet") -> None:
     """Start ``nprocs`` workers on this machine with torch's elastic launcher.
 
-    The workers report their own errors; the launcher's tracebacks about them are muted.
+    The workers report their own errors (``runtime.setup_logging`` mutes the launcher's).
     """
-    import logging
-
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
 
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=run_id,

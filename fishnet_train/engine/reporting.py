@@ -12,31 +12,6 @@ from tqdm import tqdm
 log = logging.getLogger("fishnet_train")
 
 
-class _TqdmSafeHandler(logging.StreamHandler):
-    """Writes through tqdm so that a line never tears an open progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            tqdm.write(self.format(record), file=self.stream)
-        except Exception:  # logging must never crash training
-            self.handleError(record)
-
-
-def setup_logging(log_file: str | None) -> None:
-    """Console (plain lines) and, if given, a timestamped log file. Replaces earlier handlers."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    console = _TqdmSafeHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    root.addHandler(console)
-    if log_file:
-        file_handler = logging.FileHandler(log_file)
-        file_handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
-        root.addHandler(file_handler)
-    root.setLevel(logging.INFO)
-
-
 class Reporter:
     """Progress bars, the log, ``metrics.jsonl`` and TensorBoard, written by rank 0 only.
 
@@ -71,12 +46,14 @@ class Reporter:
                 self.writer.add_scalar(prefix + key, value, step)
 
     def epoch_metrics(self, record: dict[str, Any]) -> None:
-        """One line of ``metrics.jsonl`` per epoch, flushed at once."""
+        """One line of ``metrics.jsonl`` per epoch, flushed at once, and its numbers in TensorBoard."""
         if not self.active:
             return
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
+        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")}
+        self.scalars(numbers, record["epoch"], prefix="epoch/")
 
     def write_text(self, name: str, text: str) -> None:
         if self.active:
@@ -88,3 +65,17 @@ class Reporter:
             self.writer.flush()
             self.writer.close()
             self.writer = None
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """The one summary line printed per epoch."""
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    r = record
+    return (
+        f"epoch {r['epoch']}/{epochs}  train_loss {r['train_loss']:.4f}  val_loss {fmt(r['val_loss'], '.4f')}  "
+        f"top1 {fmt(r['top1'], '.2f')}  top5 {fmt(r['top5'], '.2f')}  lr {r['lr']:.4g}  "
+        f"{r['images_per_sec']:.1f} img/s  {r['epoch_seconds']:.1f}s  "
+        f"best {r['best_top1']:.2f} (epoch {r['best_epoch']})  skipped {r['skipped_images']}"
+    )

@@ -53,7 +53,7 @@ class Bottleneck(nn.Module):
         if torch.is_grad_enabled() or out.dtype != residual.dtype:
             # Training sums out of place: at tiny spatial sizes torch's add can pick another
             # memory layout than conv3's, which changes BN's rounding downstream, so an in-place
-            # sum would change training results (the demo's among them) for about 1 %.
+            # sum would change training results.
             return out + residual
         return out.add_(residual)  # inference (types agree, not autocast): no new tensor
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .registry import create_model, list_models
 from .released import is_released_layout, released_to_ours
 
 CLASSIFIER_PREFIX = "classifier.fc."
@@ -32,12 +33,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if unsafe:
             raise CheckpointError(
                 f"{path} was not loaded: it would unpickle {unsafe.group(1)}, not just tensors and plain "
-                "containers; if you trust the file, convert it with tools/convert_checkpoint.py --trust"
+                "containers; if you trust the file, convert it with fishnet-convert-checkpoint --trust"
             ) from None
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint, or not one that loads safely (it does not unpickle as tensors "
             "and plain containers); if it is a legacy checkpoint you trust, convert it with "
-            "tools/convert_checkpoint.py --trust"
+            "fishnet-convert-checkpoint --trust"
         ) from None
     except Exception as e:  # zip/pickle/EOF errors all mean "not a checkpoint"
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(e).__name__}: {e})".splitlines()[0]) from None
@@ -121,3 +122,13 @@ def _check_match(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.
     elif missing or unexpected:
         hint = "; is it a checkpoint of another model? (fishnet99/150/201 differ in depth)"
     raise CheckpointError(f"checkpoint does not fit the model: {parts}{hint}")
+
+
+def infer_arch(state: Mapping[str, torch.Tensor]) -> str:
+    """The registered model whose parameter names match ``state``'s (for files without a usable ``arch``)."""
+    keys = set(state)
+    for name in list_models():
+        with torch.device("meta"):
+            if set(create_model(name).state_dict()) == keys:
+                return name
+    raise CheckpointError(f"the checkpoint's {len(keys)} tensors match none of {', '.join(list_models())}")

@@ -1,4 +1,5 @@
 """Several processes on the CPU (gloo): DDP, torchrun, preemption, crashes and exact resume."""
+import json
 import os
 import random
 import shutil
@@ -6,12 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from ..conftest import write_image_folder
-from .helpers import BIN, TINY_TRAIN, assert_ok, metrics, run_cli, train
+from ..helpers import (
+    BIN, TINY_TRAIN, assert_ok, assert_same_tensors, metrics, run_cli, saved_state, start_training, wait_for_step,
+)
+from ..helpers import train_cli as train
 
 pytestmark = pytest.mark.slow
 STEPS = ["trainer.epochs=2", "trainer.max_steps_per_epoch=3", "data.batch_size=8"]
@@ -25,7 +30,8 @@ def weights(run_dir, parameters_only_of=None):
 
 def test_two_ranks_equal_one_process_accumulating_two_micro_batches(image_folder, tmp_path):
     ddp, accum = tmp_path / "ddp", tmp_path / "accum"
-    assert_ok(train(image_folder, ddp, *STEPS, "trainer.devices=2"))
+    assert_ok(train(image_folder, ddp, *STEPS, "trainer.devices=2", "trainer.sync_bn=true"))
+    assert (ddp / "train.log").read_text().count("trainer.sync_bn needs GPUs") == 1  # refused on the CPU, once
     # One thread, as each of the two DDP processes has: at the released initialisation a
     # 3-class FishNet's gradients are so ill-conditioned that the summation order of another
     # thread count alone changes them visibly.
@@ -53,7 +59,7 @@ def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_
         assert_ok(run_cli("fishnet-eval", f"checkpoint={ckpt}", f"data.root={data}", f"hydra.run.dir={out}",
                           "data.workers=0", "data.batch_size=2", f"trainer.devices={devices}",
                           f"eval.predictions={out}.csv"))
-        results[devices] = __import__("json").loads((out / "eval.json").read_text())
+        results[devices] = json.loads((out / "eval.json").read_text())
         assert len((tmp_path / f"eval{devices}.csv").read_text().splitlines()) == 8
     assert results[1]["images"] == results[2]["images"] == 7
     assert results[1]["top1"] == results[2]["top1"] and results[1]["top5"] == results[2]["top5"]
@@ -62,51 +68,35 @@ def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_
     assert rows[0] == rows[1]  # same files, in order, with the same predicted classes
 
 
-def start_training(data, run_dir, *overrides):
-    cmd = [str(BIN / "fishnet-train"), *TINY_TRAIN, f"data.root={data}", f"hydra.run.dir={run_dir}", *overrides]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def wait_for_step(run_dir, step, proc, timeout=240):
-    """Wait until last.pt records at least ``step`` optimiser steps."""
-    path = run_dir / "checkpoints" / "last.pt"
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists():
-            try:
-                if torch.load(path, weights_only=True)["progress"]["step"] >= step:
-                    return
-            except Exception:
-                pass  # being replaced right now
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint at step {step}; exit {proc.poll()}")
-
-
 EXACT = ["trainer.epochs=2", "trainer.max_steps_per_epoch=4", "data.batch_size=6", "trainer.checkpoint_every_steps=1"]
 
 
-def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(image_folder, tmp_path):
+@pytest.mark.parametrize("seed", [0])
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(image_folder, tmp_path, seed):
     reference = tmp_path / "reference"
     assert_ok(train(image_folder, reference, *EXACT))
     run_dir = tmp_path / "killed"
+    rng = random.Random(seed)
     proc = start_training(image_folder, run_dir, *EXACT)
-    wait_for_step(run_dir, random.Random().randint(1, 5), proc)
-    time.sleep(random.Random().uniform(0.0, 0.4))  # anywhere: mid-step, mid-save
+    wait_for_step(run_dir, rng.choice([1, 2, 5, 6]), proc)  # never at an epoch's end (4 steps each)
+    time.sleep(rng.uniform(0.0, 0.4))  # anywhere: mid-step, mid-save
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert_ok(train(image_folder, run_dir, *EXACT, "trainer.resume=auto"))
-    a, b = weights(reference), weights(run_dir)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    killed_at = saved_state(run_dir)["progress"]
+    assert 0 < killed_at["epoch_step"] < 4, killed_at  # mid-epoch
+    result = train(image_folder, run_dir, *EXACT, "trainer.resume=auto")
+    assert_ok(result)
+    # It went on from last.pt (a fresh start would end bit-identical too, with deterministic=true).
+    assert f"at epoch {killed_at['epoch'] + 1}, step {killed_at['epoch_step']} of it" in result.stdout
+    assert_same_tensors(weights(reference), weights(run_dir))
 
 
-def test_sigterm_mid_epoch_saves_exits_75_and_resume_finishes(image_folder, tmp_path):
+def test_sigusr1_mid_epoch_saves_exits_75_and_resume_finishes(image_folder, tmp_path):
     run_dir = tmp_path / "run"
     overrides = ["trainer.epochs=1", "trainer.max_steps_per_epoch=6", "data.batch_size=4"]
     proc = start_training(image_folder, run_dir, *overrides, "trainer.checkpoint_every_steps=1")
     wait_for_step(run_dir, 2, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGUSR1)  # SLURM's usual time-limit warning
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 75, stderr
     assert "preempted" in stderr and "Traceback" not in stderr
@@ -146,9 +136,10 @@ def test_devices_2_and_torchrun_each_train_into_one_run_directory(image_folder, 
 def test_torchrun_restarts_a_crashed_worker_and_the_run_completes(image_folder, tmp_path):
     marker = tmp_path / "crashed-once"
     run_dir = tmp_path / "run"
-    result = torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", str(BIN / "fishnet-train"),
+    script = Path(__file__).with_name("crash_once_train.py")
+    result = torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", str(script), str(marker), "2",
                       *TINY_TRAIN, f"data.root={image_folder}", *STEPS, "trainer.checkpoint_every_steps=1",
-                      f"hydra.run.dir={run_dir}", cwd=tmp_path, env={"FISHNET_TEST_CRASH_ONCE": f"{marker}:2"})
+                      f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert_ok(result)
     assert marker.exists()
     assert "resumed from" in (run_dir / "train.log").read_text()

@@ -2,13 +2,10 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from .helpers import TINY_TRAIN
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..helpers import ROOT, TINY_TRAIN
 
 
 @pytest.mark.slow
@@ -29,7 +26,10 @@ def test_wheel_install_runs_from_another_directory(image_folder, tmp_path):
     where = run(sys.executable, "-c", "import fishnet_train; print(fishnet_train.__file__)")
     assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
     help_text = run(str(target / "bin" / "fishnet-train"), "--help")
-    assert "experiment: demo" in help_text.stdout and "fishnet150_paper" in help_text.stdout
+    lines = help_text.stdout.splitlines()
+    groups = dict(line.split(": ", 1) for line in lines if line.startswith(("experiment:", "model:")))
+    assert {"demo", "fishnet150_paper", "paper"} <= set(groups["experiment"].split(", "))
+    assert groups["model"] == "fishnet150, fishnet201, fishnet99"
     trained = run(str(target / "bin" / "fishnet-train"), *TINY_TRAIN, f"data.root={image_folder}",
                   "trainer.epochs=1", "trainer.max_steps_per_epoch=1")
     assert trained.returncode == 0, trained.stderr[-2000:]

@@ -7,7 +7,8 @@ import torch
 from fishnet_train.errors import CheckpointError
 from fishnet_train.models import FishNet, load_weights, ours_to_released, released_to_ours
 
-TINY = dict(residual_blocks=(1,) * 10, transfer_blocks=(1,) * 6)
+from ..helpers import TINY_FISHNET as TINY
+from ..helpers import PicklePayload, write_crafted_pickle
 
 
 def randomised(num_classes: int = 5, seed: int = 0) -> FishNet:
@@ -89,22 +90,13 @@ def test_fine_tuning_loads_everything_but_the_classifier_when_asked():
     torch.testing.assert_close(target.classifier.fc.weight, fc_before)
 
 
-class _Payload:
-    def __reduce__(self):
-        import os
-
-        return (os.system, ("touch PWNED_BY_PICKLE",))
-
-
 def test_crafted_pickle_is_refused_and_its_payload_never_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for protocol in (2, pickle.HIGHEST_PROTOCOL):
-        path = tmp_path / f"evil{protocol}.pt"
-        with open(path, "wb") as f:
-            pickle.dump({"state_dict": _Payload()}, f, protocol=protocol)
+        path = write_crafted_pickle(tmp_path / f"evil{protocol}.pt", "state_dict", protocol)
         with pytest.raises(CheckpointError, match="--trust"):
             load_weights(FishNet(**TINY), path)
-    torch.save({"state_dict": _Payload()}, tmp_path / "evil_zip.pt")  # the payload inside a real .pt
+    torch.save({"state_dict": PicklePayload()}, tmp_path / "evil_zip.pt")  # the payload inside a real .pt
     with pytest.raises(CheckpointError, match="not loaded: it would unpickle posix.system"):
         load_weights(FishNet(**TINY), tmp_path / "evil_zip.pt")
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()

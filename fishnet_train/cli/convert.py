@@ -1,7 +1,7 @@
-"""Convert FishNet weights between the released layout and this project's.
+"""``fishnet-convert-checkpoint``: convert FishNet weights between the released layout and this project's.
 
-    python tools/convert_checkpoint.py IN OUT --to ours       # released -> {"model": state_dict, "arch": ...}
-    python tools/convert_checkpoint.py IN OUT --to released   # ours -> {"state_dict": module.fish.fish..., ...}
+    fishnet-convert-checkpoint IN OUT --to ours       # released -> {"model": state_dict, "arch": ...}
+    fishnet-convert-checkpoint IN OUT --to released   # ours -> {"state_dict": module.fish.fish..., ...}
 
 Files are read with ``weights_only=True``. ``--trust`` reads a legacy file that pickles other
 objects (only for a file you trust: unpickling runs code) and writes a weights-only copy.
@@ -9,17 +9,21 @@ objects (only for a file you trust: unpickling runs code) and writes a weights-o
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import torch
 
-from fishnet_train.engine.checkpoint import save_atomic
-from fishnet_train.engine.checkpoint_eval import infer_arch
-from fishnet_train.models import ours_to_released, read_checkpoint
-from fishnet_train.models.weights import extract_state_dict
+from ..engine.checkpoint import save_atomic
+from ..errors import USER_ERROR_EXIT_CODE, UserError
+from ..models import infer_arch, ours_to_released, read_checkpoint
+from ..models.weights import extract_state_dict
 
 
 def convert(src: str, dst: str, to: str, trust: bool = False) -> str:
     """Write ``dst`` in the ``to`` layout; returns the architecture name."""
+    if trust and not os.path.isfile(src):
+        raise UserError(f"checkpoint not found: {src} (check the path)")
     raw = torch.load(src, map_location="cpu", weights_only=False) if trust else read_checkpoint(src)
     state = extract_state_dict(raw)  # always our key layout
     arch = infer_arch(state)
@@ -33,13 +37,18 @@ def convert(src: str, dst: str, to: str, trust: bool = False) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fishnet-convert-checkpoint",
+                                     description="Convert FishNet weights between the released layout and ours.")
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("--to", choices=("ours", "released"), default="ours")
     parser.add_argument("--trust", action="store_true", help="unpickle a trusted legacy file (runs its code)")
     args = parser.parse_args()
-    arch = convert(args.src, args.dst, args.to, args.trust)
+    try:
+        arch = convert(args.src, args.dst, args.to, args.trust)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
     print(f"wrote {args.dst}: {arch}, {args.to} layout")
 
 

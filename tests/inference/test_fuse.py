@@ -1,7 +1,7 @@
 import torch
 
+from fishnet_train.inference import fuse_for_inference
 from fishnet_train.models import FishNet
-from fishnet_train.models.fuse import fuse_for_inference
 
 
 def test_folded_model_gives_the_same_outputs_and_leaves_the_original_alone():

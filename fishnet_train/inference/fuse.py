@@ -7,8 +7,8 @@ import copy
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .blocks import Bottleneck
-from .fishnet import FishNet
+from ..models.blocks import Bottleneck
+from ..models.fishnet import FishNet
 from .winograd import WinogradConv2d, winograd_eligible
 
 
@@ -34,9 +34,8 @@ def fuse_for_inference(model: FishNet, winograd: bool = True) -> FishNet:
     rounding). Pre-activation BNs (BN->ReLU->conv) cannot fold and stay as they are.
 
     ``winograd``: on the CPU, run the 3x3 convolutions with 128+ channels by Winograd
-    F(4x4, 3x3) (``models/winograd.py``; equal up to float rounding; under inductor too,
-    where it measured 10 % faster than inductor's own convolutions). GPU libraries choose
-    their own algorithms, so GPU models are left alone either way.
+    F(4x4, 3x3) (``winograd.py``; equal up to float rounding). GPU libraries choose their
+    own algorithms, so GPU models are left alone either way.
     """
     fused = copy.deepcopy(model).eval()
     for module in fused.modules():

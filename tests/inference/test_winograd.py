@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fishnet_train.models import FishNet, winograd
-from fishnet_train.models.fuse import fuse_for_inference
-from fishnet_train.models.winograd import WinogradConv2d, winograd_conv3x3, winograd_eligible
+from fishnet_train.inference import fuse_for_inference, winograd
+from fishnet_train.inference.winograd import WinogradConv2d, winograd_conv3x3, winograd_eligible
+from fishnet_train.models import FishNet
 
 
 def _conv(c_in: int = 128, c_out: int = 128, **kwargs) -> torch.nn.Conv2d:

@@ -1,0 +1,83 @@
+"""Running a job once its config is known good: exit codes, logging, local multi-process launches."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any, Callable, Iterator
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch.distributed.elastic.multiprocessing.api import SignalException
+
+from ..config import Options
+from ..engine.distributed import launch_local, local_process_count
+from ..engine.launch_env import env_ranks
+from ..engine.runtime import setup_logging
+from ..engine.signals import PREEMPTED_EXIT_CODE, Preempted
+from ..errors import USER_ERROR_EXIT_CODE, UserError
+from .common import typed_options
+
+INTERRUPTED_EXIT_CODE = 130
+Job = Callable[..., Any]  # job(options, run_dir, *args)
+
+
+@contextlib.contextmanager
+def exit_codes() -> Iterator[None]:
+    """User errors: one line on stderr and exit 2; preemption: exit 75; Ctrl-C: exit 130."""
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    try:
+        yield
+    except UserError as e:
+        if full:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
+    except Preempted as e:
+        print(f"preempted: {e}; resume with trainer.resume=auto", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
+    except KeyboardInterrupt:
+        print("interrupted: checkpoints already written are intact", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
+
+
+def launch_failed(error: BaseException) -> int:
+    """Exit code for a failed local multi-process launch (the workers printed why)."""
+    failures = getattr(error, "failures", {}) or {}
+    codes = [f.exitcode for f in failures.values() if getattr(f, "exitcode", None)]
+    if any(code == PREEMPTED_EXIT_CODE for code in codes):
+        return PREEMPTED_EXIT_CODE
+    if any(code == USER_ERROR_EXIT_CODE for code in codes):
+        return USER_ERROR_EXIT_CODE
+    return codes[0] if codes else 1
+
+
+def run_job(cfg: DictConfig, log_name: str, job: Job, *job_args: Any,
+            precheck: Callable[[Options], Any] | None = None) -> None:
+    """Run ``job(options, run_dir, *job_args)`` in this process, or in ``trainer.devices`` local
+    processes started by the elastic launcher (unless a launcher already started us)."""
+    run_dir = HydraConfig.get().runtime.output_dir
+    ranks = env_ranks()
+    setup_logging(os.path.join(run_dir, log_name) if ranks is None or ranks[0] == 0 else None)
+    with exit_codes():
+        options = typed_options(cfg)
+        nprocs = local_process_count(str(options.trainer.devices), options.trainer.device)
+        if nprocs > 1 and ranks is None:
+            if precheck is not None:
+                precheck(options)  # fail on a bad input here, not in N workers
+            try:
+                launch_local(nprocs, local_worker, log_name, job, options, run_dir, *job_args)
+            except SignalException:  # SIGTERM here reached the workers too; they saved and stopped
+                print("preempted: the workers saved last.pt; resume with trainer.resume=auto", file=sys.stderr)
+                sys.exit(PREEMPTED_EXIT_CODE)
+            except Exception as e:  # the workers already printed their own errors
+                sys.exit(launch_failed(e))
+        else:
+            job(options, run_dir, *job_args)
+
+
+def local_worker(log_name: str, job: Job, options: Options, run_dir: str, *job_args: Any) -> None:
+    """One process of a local multi-process run."""
+    setup_logging(os.path.join(run_dir, log_name) if os.environ.get("RANK", "0") == "0" else None)
+    with exit_codes():
+        job(options, run_dir, *job_args)

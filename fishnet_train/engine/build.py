@@ -1,0 +1,122 @@
+"""Building the pieces of a training run from its typed options: data, model, optimisation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig
+from ..data import (
+    BatchPreprocess,
+    Split,
+    TrainSampler,
+    build_train_loader,
+    build_val_loader,
+    find_splits,
+    scan_undecodable,
+)
+from ..errors import UserError
+from ..models import create_model, list_models, load_weights, read_checkpoint
+from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
+from .distributed import DistInfo, broadcast_object
+from .optim import LrSchedule, build_sgd
+from .reporting import Reporter
+
+
+def effective_amp(amp: str, device: torch.device) -> str:
+    """The autocast mode that runs on ``device``: fp16 needs a GPU's gradient scaler."""
+    return "none" if amp == "fp16" and device.type != "cuda" else amp
+
+
+def split_batch(global_batch: int, world_size: int, accum_steps: int) -> int:
+    """Per-process micro-batch; the global batch must split exactly."""
+    parts = world_size * accum_steps
+    if global_batch % parts:
+        raise UserError(
+            f"data.batch_size={global_batch} does not split over {world_size} processes x "
+            f"{accum_steps} accumulation steps; use a multiple of {parts}"
+        )
+    return global_batch // parts
+
+
+def resolve_num_classes(configured: int | None, classes: list[str], root: str) -> int:
+    if configured is None:
+        return len(classes)
+    if configured != len(classes):
+        raise UserError(
+            f"model.num_classes={configured} but {root} has {len(classes)} classes; "
+            f"set model.num_classes={len(classes)} (or null to take it from the data)"
+        )
+    return configured
+
+
+def build_model(options: ModelConfig, num_classes: int) -> nn.Module:
+    if options.name not in list_models():
+        raise UserError(f"unknown model {options.name!r}; choose one of {', '.join(list_models())} (model=...)")
+    return create_model(options.name, num_classes=num_classes, drop_rate=options.drop_rate,
+                        grad_checkpointing=options.grad_checkpointing)
+
+
+def load_pretrained(model: nn.Module, path: str) -> bool:
+    """Weights only, ours or released; returns whether the classifier was left as initialised
+    (the file's has another class count)."""
+    state = extract_state_dict(read_checkpoint(path))
+    fc = state.get(CLASSIFIER_PREFIX + "weight")
+    skip = fc is not None and fc.shape != model.state_dict()[CLASSIFIER_PREFIX + "weight"].shape
+    load_weights(model, state, skip_classifier=skip)
+    return skip
+
+
+def build_optimizer(model: nn.Module, options: OptimConfig) -> torch.optim.Optimizer:
+    return build_sgd(model, options.lr, options.momentum, options.weight_decay, options.nesterov,
+                     options.decay_norm_and_bias)
+
+
+def build_schedule(optim: OptimConfig, schedule: ScheduleConfig, steps_per_epoch: int, epochs: int) -> LrSchedule:
+    s = schedule
+    return LrSchedule(optim.lr, steps_per_epoch, epochs, s.name, tuple(s.milestones), s.gamma, s.warmup_epochs,
+                      s.warmup_start_factor, s.min_lr)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    train_loader: DataLoader
+    val_loader: DataLoader
+    train_sampler: TrainSampler
+    classes: list[str]
+    preprocess: BatchPreprocess
+
+
+def index_data(data: DataConfig, is_main: bool, reporter: Reporter) -> tuple[Split, Split]:
+    """Index both splits; with ``data.scan``, rank 0 decodes every file once beforehand."""
+    train_split, val_split = find_splits(data.root)
+    if data.scan:
+        bad = broadcast_object(scan_undecodable([train_split, val_split], data.workers) if is_main else None)
+        for reason in bad:
+            reporter.warning(f"undecodable: {reason}")
+        if bad and data.bad_images == "error":
+            raise UserError(f"{len(bad)} undecodable files (first: {bad[0]}); remove them or use data.bad_images=skip")
+        reporter.info(f"data scan: {len(bad)} undecodable files")
+    if len(train_split.samples) < data.batch_size:
+        raise UserError(
+            f"{train_split.root} has {len(train_split.samples)} images, fewer than one batch "
+            f"(data.batch_size={data.batch_size}); lower data.batch_size"
+        )
+    return train_split, val_split
+
+
+def build_data(data: DataConfig, splits: tuple[Split, Split], info: DistInfo, accum_steps: int, seed: int,
+               channels_last: bool) -> TrainData:
+    train_split, val_split = splits
+    micro = split_batch(data.batch_size, info.world_size, accum_steps)
+    pin = info.device.type == "cuda"
+    sampler = TrainSampler(len(train_split.samples), data.batch_size, info.rank, info.world_size, seed)
+    return TrainData(
+        train_loader=build_train_loader(train_split, data, sampler, micro, pin),
+        val_loader=build_val_loader(val_split, data, info.rank, info.world_size, pin),
+        train_sampler=sampler,
+        classes=train_split.classes,
+        preprocess=BatchPreprocess(data.mean, data.std, info.device, channels_last),
+    )

@@ -1,0 +1,125 @@
+"""The evaluation app (fishnet-eval): a checkpoint (this project's or a released one) on ``data.root/val``."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+
+from ..config import DataConfig, EvalConfig
+from ..data import BatchPreprocess, build_val_loader, find_split
+from ..errors import CheckpointError, UserError
+from ..inference import fuse_for_inference, inference_compiler
+from ..models import create_model, infer_arch, list_models, load_weights, read_checkpoint
+from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
+from .build import effective_amp
+from .checkpoint import FORMAT
+from .distributed import broadcast_object, init_distributed, shutdown
+from .evaluate import EvalResult, evaluate
+from .reporting import Reporter
+from .runtime import RuntimeSettings, configure_process, local_process_count_from_env
+
+# Data settings a training checkpoint carries, used unless given on the command line.
+CHECKPOINT_DATA_KEYS = ("val_resize", "val_crop", "mean", "std")
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    arch: str
+    num_classes: int
+    state: dict[str, torch.Tensor]
+    data: dict[str, Any]  # the training run's data options (empty for released files)
+
+
+def load_checkpoint_for_eval(path: str, arch: str | None) -> LoadedCheckpoint:
+    raw = read_checkpoint(path)
+    state = extract_state_dict(raw)
+    if CLASSIFIER_PREFIX + "weight" not in state:
+        raise CheckpointError(
+            f"{path} has no classifier weights ({CLASSIFIER_PREFIX}weight); is it a FishNet checkpoint?")
+    saved_arch = raw.get("arch") if isinstance(raw.get("arch"), str) else None
+    if arch is None:
+        arch = saved_arch if saved_arch in list_models() else infer_arch(state)
+    data = raw["config"].get("data", {}) if raw.get("format") == FORMAT and isinstance(raw.get("config"), dict) else {}
+    return LoadedCheckpoint(arch, state[CLASSIFIER_PREFIX + "weight"].shape[0], state, data)
+
+
+def eval_data_options(data: DataConfig, from_checkpoint: dict[str, Any], overridden: set[str]) -> DataConfig:
+    """The checkpoint's evaluation sizes and normalisation, unless the command line set them."""
+    taken = {k: from_checkpoint[k] for k in CHECKPOINT_DATA_KEYS
+             if k in from_checkpoint and f"data.{k}" not in overridden}
+    return dataclasses.replace(data, **taken)
+
+
+def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) -> EvalResult:
+    """Evaluate ``options.checkpoint``; rank 0 writes eval.json, per_class.csv and optional predictions.
+
+    ``overridden``: the keys given on the command line, which win over the checkpoint's.
+    """
+    info = init_distributed(options.trainer.device)
+    run_dir = broadcast_object(run_dir)
+    reporter = Reporter(run_dir, info.is_main, tensorboard=False)
+    t = options.trainer
+    try:
+        # As the trainer sets up its processes, so that figures and speed match its validation.
+        reporter.info(configure_process(RuntimeSettings(t.seed, info.rank, info.device, t.deterministic,
+                                                        t.host_allocator, local_process_count_from_env())))
+        ckpt = load_checkpoint_for_eval(options.checkpoint, options.model.name)
+        num_classes = options.model.num_classes or ckpt.num_classes
+        data = eval_data_options(options.data, ckpt.data, set(overridden))
+        split = find_split(data.root, "val")
+        if len(split.classes) != num_classes:
+            raise UserError(
+                f"{options.checkpoint} predicts {num_classes} classes but {split.root} has {len(split.classes)} "
+                "class folders; evaluate on data with the checkpoint's classes"
+            )
+        model = create_model(ckpt.arch, num_classes=num_classes)
+        load_weights(model, ckpt.state)
+        model.to(info.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+        loader = build_val_loader(split, data, info.rank, info.world_size, pin_memory=info.device.type == "cuda")
+        preprocess = BatchPreprocess(data.mean, data.std, info.device, t.channels_last)
+        with inference_compiler(t.compile):
+            inference_model = fuse_for_inference(model)
+            if t.compile:
+                inference_model = torch.compile(inference_model)
+            result = evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess, num_classes,
+                              info.device, effective_amp(t.amp, info.device),
+                              keep_predictions=bool(options.eval.predictions))
+        if info.is_main:
+            write_outputs(options, run_dir, ckpt.arch, split.classes, [p for p, _ in split.samples], result)
+        reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
+                      f"loss {result.loss:.4f}")
+        return result
+    finally:
+        reporter.close()
+        shutdown()
+
+
+def write_outputs(options: EvalConfig, run_dir: str, arch: str, classes: list[str], paths: list[str],
+                  r: EvalResult) -> None:
+    summary = {"top1": r.top1, "top5": r.top5, "loss": r.loss, "images": r.images, "classes": len(classes),
+               "model": arch, "checkpoint": os.path.abspath(options.checkpoint), "skipped_images": len(r.skipped)}
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(run_dir, "per_class.csv"), "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["class_index", "class", "images", "correct", "top1"])
+        for i, name in enumerate(classes):
+            total, correct = r.class_total[i], r.class_correct[i]
+            out.writerow([i, name, total, correct, f"{100.0 * correct / total:.4f}" if total else ""])
+    if options.eval.predictions:
+        write_predictions(options.eval.predictions, paths, r.predictions)
+
+
+def write_predictions(path: str, paths: list[str], predictions: list[tuple]) -> None:
+    """One row per image: ``path,target,pred1..pred5,prob1..prob5``, best first."""
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["path", "target"] + [f"pred{i}" for i in range(1, 6)] + [f"prob{i}" for i in range(1, 6)])
+        for image_path, (target, classes, probs) in zip(paths, predictions):
+            pad = 5 - len(classes)
+            out.writerow([image_path, target, *classes, *[""] * pad, *[f"{p:.6f}" for p in probs], *[""] * pad])

@@ -1,0 +1,35 @@
+"""``fishnet-train`` whose last rank dies once at a chosen step, for torchrun's restart test.
+
+    python crash_once_train.py MARKER STEP [overrides...]
+
+The failure comes in through the trainer's ``after_step`` seam; MARKER records that it happened.
+"""
+import functools
+import os
+import sys
+
+import hydra
+
+from fishnet_train.cli.common import prepare_hydra
+from fishnet_train.cli.jobs import run_job
+from fishnet_train.engine.trainer import train
+
+
+def crash_once(marker: str, crash_step: int, progress) -> None:
+    victim = min(1, int(os.environ.get("WORLD_SIZE", "1")) - 1)
+    if progress.step == crash_step and int(os.environ.get("RANK", "0")) == victim and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(13)
+
+
+if __name__ == "__main__":
+    marker, step = sys.argv[1], int(sys.argv[2])
+    del sys.argv[1:3]
+    hook = functools.partial(crash_once, marker, step)
+
+    @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="train")
+    def main(cfg) -> None:
+        run_job(cfg, "train.log", functools.partial(train, after_step=hook))
+
+    prepare_hydra("train")
+    main()

@@ -1,0 +1,133 @@
+"""``train_one_epoch`` called as it is, on a few batches held in memory."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fishnet_train.data import BatchPreprocess
+from fishnet_train.engine.checkpoint import Progress
+from fishnet_train.engine.loop import LoopOptions, StepParts, TrainingStopped, train_one_epoch
+from fishnet_train.engine.optim import LrSchedule, build_sgd
+from fishnet_train.engine.signals import Preempted, StopRequest
+from fishnet_train.models import FishNet
+
+from ..helpers import TINY_FISHNET
+
+CPU = torch.device("cpu")
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+
+
+def parts(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4, steps: int = 3) -> StepParts:
+    torch.manual_seed(0)
+    model = FishNet(**TINY_FISHNET, num_classes=3)
+    optimizer = build_sgd(model, lr, momentum, weight_decay, nesterov=False, decay_norm_and_bias=True)
+    return StepParts(model, model, optimizer, torch.amp.GradScaler("cpu", enabled=False), LrSchedule(lr, steps, 1),
+                     BatchPreprocess(MEAN, STD, CPU, channels_last=False), CPU)
+
+
+def batches(n: int = 3, size: int = 32, batch: int = 4, skipped: tuple = ()) -> list:
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=g),
+             torch.randint(0, 3, (batch,), generator=g), torch.zeros(batch, 3), list(skipped)) for _ in range(n)]
+
+
+def loop(**kwargs) -> LoopOptions:
+    return LoopOptions(**{"steps_per_epoch": 3, "epochs": 1, "global_batch": 4, **kwargs})
+
+
+def test_three_in_memory_batches_make_three_steps_and_their_statistics():
+    p = parts()
+    before = copy.deepcopy(p.model.state_dict())
+    progress = Progress()
+    seen = []
+    stats = train_one_epoch(p, batches(skipped=("a.jpg: empty",)), progress, loop(),
+                            after_step=lambda q: seen.append(q.step))
+    assert (stats.steps, progress.step, progress.epoch_step, seen) == (3, 3, 3, [1, 2, 3])
+    assert stats.skipped == ["a.jpg: empty"] * 3  # this process's replacements, one per batch here
+    assert stats.loss > 0 and stats.images_per_sec > 0 and 0 <= stats.data_wait <= 1
+    assert any(not torch.equal(before[k], v) for k, v in p.model.state_dict().items())
+
+
+def test_an_epoch_resumed_mid_way_runs_only_its_remaining_steps():
+    progress = Progress(epoch=0, epoch_step=2, step=2)
+    stats = train_one_epoch(parts(), batches(), progress, loop())
+    assert (stats.steps, progress.step, progress.epoch_step) == (1, 3, 3)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_step_loss_is_the_label_smoothed_cross_entropy_of_the_batch(smoothing):
+    p = parts()
+    data = batches(n=1)
+    images, targets, _, _ = data[0]
+    reference = copy.deepcopy(p.model).train()
+    expected = F.cross_entropy(reference(p.preprocess(images)), targets, label_smoothing=smoothing)
+    stats = train_one_epoch(p, data, Progress(), loop(steps_per_epoch=1, label_smoothing=smoothing))
+    assert stats.loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_clip_grad_norm_bounds_the_update_of_plain_sgd():
+    deltas = {}
+    for clip in (None, 1e-3):
+        p = parts(lr=1.0, momentum=0.0, weight_decay=0.0)
+        before = [q.detach().clone() for q in p.model.parameters()]
+        train_one_epoch(p, batches(n=1), Progress(), loop(steps_per_epoch=1, clip_grad_norm=clip))
+        deltas[clip] = torch.cat([(q.detach() - b).flatten() for q, b in zip(p.model.parameters(), before)]).norm()
+    assert deltas[1e-3] <= 1e-3 * 1.001
+    assert deltas[None] > 1e-2  # so the bound above is the clipping's doing
+
+
+def test_lighting_draws_reach_the_preprocessing_only_when_on():
+    draws = batches(n=1)
+    draws[0] = (*draws[0][:2], torch.full((4, 3), 3.0), [])
+    losses = [train_one_epoch(parts(), draws, Progress(), loop(steps_per_epoch=1, lighting=on)).loss
+              for on in (False, True)]
+    assert losses[0] != losses[1]
+
+
+def _poisoned(p: StepParts) -> StepParts:
+    with torch.no_grad():
+        p.model.classifier.fc.bias.fill_(float("nan"))
+    return p
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step():
+    with pytest.raises(TrainingStopped, match=r"loss became nan at step 1 \(epoch 1\).*trainer.nan_policy=skip"):
+        train_one_epoch(_poisoned(parts()), batches(), Progress(), loop())
+
+
+def test_non_finite_loss_with_skip_drops_the_steps_and_warns(caplog, tmp_path):
+    from fishnet_train.engine.reporting import Reporter
+
+    p = _poisoned(parts())
+    weights = copy.deepcopy(p.model.stem.conv1.weight.detach())
+    with caplog.at_level("WARNING"):
+        stats = train_one_epoch(p, batches(), Progress(), loop(nan_policy="skip"),
+                                reporter=Reporter(str(tmp_path), active=True, tensorboard=False))
+    assert torch.equal(p.model.stem.conv1.weight, weights)  # no step was taken
+    assert stats.loss == 0.0 and stats.steps == 3
+    assert sum("step skipped" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_a_stop_signal_saves_after_the_current_step_then_raises_preempted():
+    stop = StopRequest()
+    stop.signum = 15  # as its signal handler records it
+    saved = []
+    progress = Progress()
+    with pytest.raises(Preempted, match="epoch 1, step 1"):
+        train_one_epoch(parts(), batches(), progress, loop(), stop=stop, save=lambda: saved.append(progress.step))
+    assert saved == [1]
+
+
+def test_checkpoint_every_steps_saves_within_the_epoch_not_at_its_end():
+    saved = []
+    progress = Progress()
+    train_one_epoch(parts(steps=4), batches(n=4), progress, loop(steps_per_epoch=4, checkpoint_every_steps=2),
+                    save=lambda: saved.append(progress.step))
+    assert saved == [2]  # the end of the epoch is the trainer's own save
+
+
+def test_accumulation_takes_accum_steps_micro_batches_per_step():
+    progress = Progress()
+    stats = train_one_epoch(parts(), batches(n=6), progress, loop(accum_steps=2, global_batch=8))
+    assert (stats.steps, progress.step) == (3, 3)

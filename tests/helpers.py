@@ -1,0 +1,123 @@
+"""Helpers shared by the test packages: tiny models and configs, crafted files, CLI runners."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+
+from fishnet_train.config import TrainConfig, register_configs, to_options
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+# A small FishNet (one block per stage) keeps CPU tests fast while exercising every stage.
+TINY_FISHNET = dict(residual_blocks=(1,) * 10, transfer_blocks=(1,) * 6)
+
+# FishNet-99 at 32 px on 3 tiny classes: a CPU step takes a fraction of a second. At 32 px
+# the deepest features are 1x1, where BN over a few samples gives huge gradients: clip them.
+TINY_TRAIN = [
+    "experiment=demo", "data.batch_size=6", "data.workers=0", "optim.lr=0.002", "trainer.clip_grad_norm=2.0",
+    "trainer.epochs=2", "trainer.deterministic=true", "data.crop_scale=[0.5,1.0]",
+]
+
+
+def compose_train(*overrides: str):
+    """The real ``fishnet-train`` config, composed as the app composes it."""
+    register_configs()
+    with initialize_config_module("fishnet_train.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def compose_eval(*overrides: str):
+    register_configs()
+    with initialize_config_module("fishnet_train.conf", version_base="1.3"):
+        return compose("eval", overrides=list(overrides))
+
+
+def tiny_options(data: Path, *overrides: str) -> TrainConfig:
+    """The typed options of a tiny CPU training run on ``data`` (TINY_TRAIN, then ``overrides``)."""
+    return to_options(compose_train(*TINY_TRAIN, f"data.root={data}", "trainer.device=cpu", *overrides))
+
+
+class PicklePayload:
+    """Unpickling this runs ``touch PWNED_BY_PICKLE`` in the current directory."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+def write_crafted_pickle(path: Path, key: str = "model", protocol: int = pickle.HIGHEST_PROTOCOL) -> Path:
+    with open(path, "wb") as f:
+        pickle.dump({key: PicklePayload()}, f, protocol=protocol)
+    return path
+
+
+def saved_state(run_dir: Path, name: str = "last.pt") -> dict:
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True)
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_cli(command: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+    return subprocess.run([str(BIN / command), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def train_cli(data: Path, run_dir: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_cli("fishnet-train", *TINY_TRAIN, f"data.root={data}", f"hydra.run.dir={run_dir}", *overrides, **kwargs)
+
+
+def start_training(data: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
+    cmd = [str(BIN / "fishnet-train"), *TINY_TRAIN, f"data.root={data}", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 240) -> dict:
+    """Wait until last.pt records at least ``step`` optimiser steps; returns its progress."""
+    path = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists():
+            try:
+                progress = torch.load(path, weights_only=True)["progress"]
+                if progress["step"] >= step:
+                    return progress
+            except Exception:
+                pass  # being replaced right now
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step {step}; exit {proc.poll()}")
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 2, one line on stderr holding every fragment, no traceback."""
+    assert result.returncode == 2, f"exit {result.returncode}\nstderr:\n{result.stderr[-3000:]}"
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "it/s" not in line and "s/it" not in line]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
