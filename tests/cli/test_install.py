@@ -27,7 +27,7 @@ def test_wheel_install_runs_from_another_directory(image_folder, tmp_path):
     assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
     help_text = run(str(target / "bin" / "fishnet-train"), "--help")
     lines = help_text.stdout.splitlines()
-    groups = dict(line.split(": ", 1) for line in lines if line.startswith(("experiment:", "model:")))
+    groups = dict(line.split(": ", 1) for line in lines if line.startswith(("experiment: ", "model: ")))
     assert {"demo", "fishnet150_paper", "paper"} <= set(groups["experiment"].split(", "))
     assert groups["model"] == "fishnet150, fishnet201, fishnet99"
     trained = run(str(target / "bin" / "fishnet-train"), *TINY_TRAIN, f"data.root={image_folder}",
