@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # pip picks the newest torch it may use; on machines with a local cap this is a local file.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-slow fuzz bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) tools/demo.py
 
+# The suite without the slow tests (multi-process runs, compiling, the wheel install): under 5 minutes.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+# The slow tests alone (about 3 minutes); CI runs them after make test.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
+
+# The config fuzzer at 20x its CI examples (3,000 train and 2,000 eval configs, about 15 minutes).
+fuzz: $(STAMP)
+	FISHNET_FUZZ_SCALE=20 $(PY) -m pytest -q tests/test_config_fuzz.py --hypothesis-show-statistics
 
 bench: $(STAMP)
 	$(PY) tools/benchmark.py all --compiled --rounds 5 --root ../shared/data/imagenet-samples --json bench.json

@@ -2,8 +2,8 @@
 
 The schema's defaults are the only ones: the YAML group files say only what they change. The
 dataclasses are frozen: the entry point converts the composed config once into them
-(``to_options``) and code below it reads options it cannot change. ``validate`` adds the checks
-a type cannot express.
+(``to_options``) and code below it reads options it cannot change. ``validation.check_options`` adds
+the checks a type cannot express.
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-
-from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -149,65 +147,3 @@ def to_options(cfg: DictConfig) -> Options:
 def to_plain(options: Options) -> dict[str, Any]:
     """The options as plain dicts/lists, safe for ``weights_only`` checkpoints and ``config.yaml``."""
     return dataclasses.asdict(options)
-
-
-_CHOICES = {
-    "data.bad_images": ("skip", "error"),
-    "optim.name": ("sgd",),
-    "schedule.name": ("step", "cosine"),
-    "trainer.amp": ("none", "bf16", "fp16"),
-    "trainer.device": ("auto", "cpu", "cuda"),
-    "trainer.nan_policy": ("stop", "skip"),
-    "trainer.host_allocator": ("keep_freed", "system"),
-}
-_POSITIVE = (
-    "data.batch_size", "data.train_crop", "data.val_resize", "data.val_crop",
-    "trainer.epochs", "trainer.accum_steps", "trainer.eval_every",
-)
-_NON_NEGATIVE = (
-    "data.workers", "data.lighting", "optim.lr", "optim.weight_decay", "optim.momentum",
-    "schedule.warmup_epochs", "loss.label_smoothing", "trainer.checkpoint_every_steps",
-)
-
-
-def _get(options: Options, key: str) -> Any:
-    """The value at a dotted key, or None where this kind of options has no such section."""
-    value: Any = options
-    for part in key.split("."):
-        value = getattr(value, part, None)
-    return value
-
-
-def validate(options: Options) -> None:
-    """Checks beyond types; each failure is one ``UserError`` saying how to fix it."""
-    for key, allowed in _CHOICES.items():
-        value = _get(options, key)
-        if value is not None and value not in allowed:
-            raise UserError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    for key in _POSITIVE:
-        value = _get(options, key)
-        if value is not None and value <= 0:
-            raise UserError(f"{key} must be positive, got {value}")
-    for key in _NON_NEGATIVE:
-        value = _get(options, key)
-        if value is not None and value < 0:
-            raise UserError(f"{key} must not be negative, got {value}")
-    _check_pair(options, "data.crop_scale", upper=1.0)
-    _check_pair(options, "data.crop_ratio")
-    if not 0.0 <= options.model.drop_rate < 1.0:
-        raise UserError(f"model.drop_rate must be in [0, 1), got {options.model.drop_rate}")
-    smoothing = _get(options, "loss.label_smoothing")
-    if smoothing is not None and smoothing >= 1.0:
-        raise UserError(f"loss.label_smoothing must be below 1, got {smoothing}")
-    devices = str(options.trainer.devices)
-    if devices != "auto" and not (devices.isdigit() and int(devices) > 0):
-        raise UserError(f"trainer.devices must be 'auto' or a positive number, got {devices!r}")
-
-
-def _check_pair(options: Options, key: str, upper: Optional[float] = None) -> None:
-    pair = _get(options, key)
-    if pair is None:
-        return
-    if len(pair) != 2 or not 0 < pair[0] <= pair[1] or (upper is not None and pair[1] > upper):
-        limit = f" <= {upper}" if upper is not None else ""
-        raise UserError(f"{key} must be [low, high] with 0 < low <= high{limit}, got {list(pair)}")

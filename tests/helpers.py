@@ -25,7 +25,7 @@ TINY_FISHNET = dict(residual_blocks=(1,) * 10, transfer_blocks=(1,) * 6)
 # the deepest features are 1x1, where BN over a few samples gives huge gradients: clip them.
 TINY_TRAIN = [
     "experiment=demo", "data.batch_size=6", "data.workers=0", "optim.lr=0.002", "trainer.clip_grad_norm=2.0",
-    "trainer.epochs=2", "trainer.deterministic=true", "data.crop_scale=[0.5,1.0]",
+    "trainer.epochs=2", "trainer.deterministic=true", "data.crop_scale=[0.5,1.0]", "schedule.warmup_epochs=1",
 ]
 
 

@@ -4,7 +4,8 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
-from fishnet_train.config import TrainConfig, to_options, validate
+from fishnet_train.config import TrainConfig, to_options
+from fishnet_train.validation import check_options as validate
 from fishnet_train.errors import UserError
 from fishnet_train.models import list_models
 
@@ -90,6 +91,10 @@ def test_typo_and_wrong_type_fail_at_composition():
     ("data.bad_images=ignore", "data.bad_images"),
     ("model.drop_rate=1.5", "model.drop_rate"),
     ("data.workers=-1", "data.workers"),
+    ("data.crop_scale=[0.5,1.5]", "data.crop_scale"),
+    ("trainer.eval_every=0", "trainer.eval_every"),
+    ("trainer.nan_policy=maybe", "trainer.nan_policy"),
+    ("trainer.amp=fp8", "trainer.amp"),
 ])
 def test_values_a_type_cannot_catch_are_validated(override, message):
     with pytest.raises(UserError, match=message):

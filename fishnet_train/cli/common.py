@@ -4,19 +4,25 @@ Nothing here imports torch, so a mistake in the config is answered in a fraction
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 from datetime import datetime
+from typing import Iterator
 
-from hydra.errors import MissingConfigException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from ..config import Options, register_configs, to_options, validate
+from ..config import Options, register_configs, to_options
 from ..engine.launch_env import env_ranks
+from ..engine.run_lock import RunDirLock, restart_wait_seconds
 from ..errors import USER_ERROR_EXIT_CODE, UserError
+from ..validation import check_options
 
 
+@functools.cache  # one name per process: the lock taken before Hydra starts is on Hydra's directory
 def run_dir_name(base: str) -> str:
     """``base/<id>``: the SLURM job or torchrun run id when there is one, so that every rank
     and every restart of the job lands in the same directory; else a timestamp. Ranks other
@@ -41,29 +47,76 @@ def hydra_subdir(name: str) -> str | None:
     return None if ranks is not None and ranks[0] != 0 else name
 
 
-def prepare_hydra(config_name: str) -> None:
-    """Register schemas and resolvers, then check the command line's config."""
+def prepare_hydra(config_name: str) -> RunDirLock | None:
+    """Register schemas and resolvers, check the command line's config, and lock the run
+    directory of a single run; the lock is held until the process ends."""
     register_configs()
     OmegaConf.register_new_resolver("fishnet_run_dir", run_dir_name, replace=True)
     OmegaConf.register_new_resolver("fishnet_hydra_subdir", hydra_subdir, replace=True)
-    check_overrides(config_name, sys.argv[1:])
+    with one_line_errors():
+        run_dir = check_overrides(config_name, sys.argv[1:])
+        return RunDirLock(run_dir, restart_wait_seconds()) if run_dir is not None else None
 
 
-def check_overrides(config_name: str, args: list[str]) -> None:
-    """Compose and validate the config before Hydra starts the job, so that any mistake in it is
-    one line and exit 2, not Hydra's multi-line report. Flags (--help, -m, --cfg) are left to Hydra."""
-    if any(a.startswith("-") for a in args) or os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-
-    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra")]
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A mistake in the command line: one line on stderr and exit 2 (``HYDRA_FULL_ERROR=1``: the traceback)."""
     try:
-        with initialize_config_module("fishnet_train.conf", version_base="1.3"):
-            validate(to_options(compose(config_name, overrides=overrides)))
+        yield
     except (HydraException, OmegaConfBaseException, UserError) as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def check_overrides(config_name: str, args: list[str]) -> str | None:
+    """Compose and check the config before Hydra starts the job, so that any mistake in it is one
+    line and exit 2, not Hydra's multi-line report or a failure in a started job. Each value of a
+    sweep (``-m``) is checked; with ``--help`` or ``--cfg`` only the composition (keys, types).
+
+    Returns the run directory of a single run, for rank 0 (None for sweeps, flags, other ranks).
+    """
+    from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    flags, _ = get_args_parser().parse_known_args(args)
+    complete = not (flags.help or flags.hydra_help or flags.cfg or flags.info or flags.shell_completion)
+    overrides = OverridesParser.create().parse_overrides(flags.overrides)
+    run_dir = None
+    with initialize_config_module("fishnet_train.conf", version_base="1.3"):
+        for variant in override_variants([o for o in overrides if not o.is_hydra_override()]):
+            cfg = compose(config_name, overrides=variant)
+            if complete:
+                check_options(to_options(cfg), planned_world_size(cfg))
+        if complete and not flags.multirun and (env_ranks() or (0,))[0] == 0:
+            hydra_cfg = compose(config_name, overrides=list(flags.overrides), return_hydra_config=True)
+            run_dir = str(hydra_cfg.hydra.run.dir)
+    return run_dir
+
+
+def override_variants(overrides: list) -> Iterator[list[str]]:
+    """The overrides with each sweep at its first value, then each further sweep value in turn."""
+    def at(o, value: str) -> str:
+        return f"{o.get_key_element()}={value}"
+
+    values = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [None] for o in overrides]
+    first = [o.input_line if v[0] is None else at(o, v[0]) for o, v in zip(overrides, values)]
+    yield first
+    for i, (o, options) in enumerate(zip(overrides, values)):
+        for value in options[1:]:
+            yield first[:i] + [at(o, value)] + first[i + 1:]
+
+
+def planned_world_size(cfg: DictConfig) -> int | None:
+    """The number of processes, where it is known before torch is loaded: the launcher's, or
+    ``trainer.devices`` when it is a number (``auto`` depends on the GPUs)."""
+    ranks = env_ranks()
+    if ranks is not None:
+        return ranks[1]
+    devices = str(OmegaConf.select(cfg, "trainer.devices", default="auto"))
+    return int(devices) if devices.isdigit() else None
 
 
 def one_line(error: BaseException) -> str:
@@ -95,5 +148,5 @@ def typed_options(cfg: DictConfig) -> Options:
         options = to_options(cfg)
     except OmegaConfBaseException as e:
         raise UserError(one_line(e)) from None
-    validate(options)
+    check_options(options)
     return options

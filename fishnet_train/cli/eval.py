@@ -25,8 +25,12 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    prepare_hydra("eval")
-    hydra_main()
+    lock = prepare_hydra("eval")  # held while the job runs
+    try:
+        hydra_main()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

@@ -7,15 +7,18 @@ import sys
 from typing import Any, Callable, Iterator
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
 from ..config import Options
 from ..engine.distributed import launch_local, local_process_count
 from ..engine.launch_env import env_ranks
+from ..engine.run_lock import RunDirLock
 from ..engine.runtime import setup_logging
 from ..engine.signals import PREEMPTED_EXIT_CODE, Preempted
 from ..errors import USER_ERROR_EXIT_CODE, UserError
+from ..validation import check_options
 from .common import typed_options
 
 INTERRUPTED_EXIT_CODE = 130
@@ -31,7 +34,7 @@ def exit_codes() -> Iterator[None]:
     except UserError as e:
         if full:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
     except Preempted as e:
         print(f"preempted: {e}; resume with trainer.resume=auto", file=sys.stderr)
@@ -39,6 +42,16 @@ def exit_codes() -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted: checkpoints already written are intact", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
+
+
+def user_message(error: UserError) -> str:
+    """The error's own line, also when a DataLoader worker raised it: the loader re-raises it in
+    the training process with the worker's whole traceback as its message, the line last."""
+    text = str(error)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def launch_failed(error: BaseException) -> int:
@@ -58,13 +71,17 @@ def run_job(cfg: DictConfig, log_name: str, job: Job, *job_args: Any,
     processes started by the elastic launcher (unless a launcher already started us)."""
     run_dir = HydraConfig.get().runtime.output_dir
     ranks = env_ranks()
-    setup_logging(os.path.join(run_dir, log_name) if ranks is None or ranks[0] == 0 else None)
+    main_process = ranks is None or ranks[0] == 0
     with exit_codes():
+        # A sweep's jobs lock their own directories; a single run's was locked before Hydra started.
+        sweep_lock = RunDirLock(run_dir) if main_process and HydraConfig.get().mode == RunMode.MULTIRUN else None
+        setup_logging(os.path.join(run_dir, log_name) if main_process else None)
         options = typed_options(cfg)
         nprocs = local_process_count(str(options.trainer.devices), options.trainer.device)
         if nprocs > 1 and ranks is None:
+            check_options(options, world_size=nprocs)  # fail here, not in N workers
             if precheck is not None:
-                precheck(options)  # fail on a bad input here, not in N workers
+                precheck(options)
             try:
                 launch_local(nprocs, local_worker, log_name, job, options, run_dir, *job_args)
             except SignalException:  # SIGTERM here reached the workers too; they saved and stopped
@@ -74,6 +91,8 @@ def run_job(cfg: DictConfig, log_name: str, job: Job, *job_args: Any,
                 sys.exit(launch_failed(e))
         else:
             job(options, run_dir, *job_args)
+        if sweep_lock is not None:
+            sweep_lock.release()
 
 
 def local_worker(log_name: str, job: Job, options: Options, run_dir: str, *job_args: Any) -> None:

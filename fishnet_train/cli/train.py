@@ -10,16 +10,20 @@ from .common import prepare_hydra
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
     # Imported once the config has passed its check: torch takes seconds to load.
-    from ..data import find_splits
+    from ..engine.build import check_inputs
     from ..engine.trainer import train
     from .jobs import run_job
 
-    run_job(cfg, "train.log", train, precheck=lambda options: find_splits(options.data.root))
+    run_job(cfg, "train.log", train, precheck=check_inputs)
 
 
 def main() -> None:
-    prepare_hydra("train")
-    hydra_main()
+    lock = prepare_hydra("train")  # held while the job runs
+    try:
+        hydra_main()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

@@ -23,15 +23,24 @@ class Split:
     samples: list[tuple[str, int]]
 
 
-def find_split(root: str, name: str) -> Split:
-    """Index ``root/name`` as an ImageFolder; every problem is one UserError naming the path."""
+def split_classes(root: str, name: str) -> tuple[str, list[str], dict[str, int]]:
+    """The class folders of ``root/name`` (a listing of folders, not of files): its path, classes
+    and class indices; every problem is one UserError naming the path."""
     if not os.path.isdir(root):
         raise UserError(f"data.root {root} is not a directory; point data.root at the folder holding train/ and val/")
     path = os.path.join(root, name)
     if not os.path.isdir(path):
         raise UserError(f"{path} not found: data.root must hold {name}/ with one folder per class")
     try:
-        classes, class_to_idx = find_classes(path)
+        return (path, *find_classes(path))
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: {str(e).splitlines()[0]}") from None
+
+
+def find_split(root: str, name: str) -> Split:
+    """Index ``root/name`` as an ImageFolder; every problem is one UserError naming the path."""
+    path, classes, class_to_idx = split_classes(root, name)
+    try:
         samples = make_dataset(path, class_to_idx, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as e:
         raise UserError(f"{path}: {str(e).splitlines()[0]}") from None

@@ -1,28 +1,43 @@
 """Building the pieces of a training run from its typed options: data, model, optimisation."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig
+from ..config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 from ..data import (
-    BatchPreprocess,
-    Split,
-    TrainSampler,
-    build_train_loader,
-    build_val_loader,
-    find_splits,
-    scan_undecodable,
+    BatchPreprocess, Split, TrainSampler, build_train_loader, build_val_loader, find_splits, scan_undecodable,
+    split_classes,
 )
 from ..errors import UserError
 from ..models import create_model, list_models, load_weights, read_checkpoint
 from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
+from ..validation import check_batch_split
 from .distributed import DistInfo, broadcast_object
 from .optim import LrSchedule, build_sgd
 from .reporting import Reporter
+
+
+def check_inputs(options: TrainConfig) -> None:
+    """What the options name in the model registry and on disk, checked before the data is indexed."""
+    m, t = options.model, options.trainer
+    if m.name not in list_models():
+        raise UserError(f"unknown model {m.name!r}; choose one of {', '.join(list_models())} (model=...)")
+    if m.pretrained and not os.path.isfile(m.pretrained):
+        raise UserError(f"model.pretrained={m.pretrained}: checkpoint not found (check the path)")
+    if t.resume not in (None, "", "null", "none", "auto") and not os.path.isfile(t.resume):
+        raise UserError(f"trainer.resume={t.resume}: no such file (use auto, null or a checkpoint path)")
+    for split in ("train", "val"):
+        path, classes, _ = split_classes(options.data.root, split)
+        if split == "train" and m.num_classes is not None and m.num_classes != len(classes):
+            raise UserError(
+                f"model.num_classes={m.num_classes} but {path} has {len(classes)} classes; "
+                f"set model.num_classes={len(classes)} (or null to take it from the data)"
+            )
 
 
 def effective_amp(amp: str, device: torch.device) -> str:
@@ -32,13 +47,8 @@ def effective_amp(amp: str, device: torch.device) -> str:
 
 def split_batch(global_batch: int, world_size: int, accum_steps: int) -> int:
     """Per-process micro-batch; the global batch must split exactly."""
-    parts = world_size * accum_steps
-    if global_batch % parts:
-        raise UserError(
-            f"data.batch_size={global_batch} does not split over {world_size} processes x "
-            f"{accum_steps} accumulation steps; use a multiple of {parts}"
-        )
-    return global_batch // parts
+    check_batch_split(global_batch, world_size, accum_steps)
+    return global_batch // (world_size * accum_steps)
 
 
 def resolve_num_classes(configured: int | None, classes: list[str], root: str) -> int:

@@ -42,6 +42,9 @@ def load_checkpoint_for_eval(path: str, arch: str | None) -> LoadedCheckpoint:
         raise CheckpointError(
             f"{path} has no classifier weights ({CLASSIFIER_PREFIX}weight); is it a FishNet checkpoint?")
     saved_arch = raw.get("arch") if isinstance(raw.get("arch"), str) else None
+    if arch is not None and arch not in list_models():
+        raise UserError(f"unknown model {arch!r}; choose one of {', '.join(list_models())} (model.name=...), "
+                        "or null to take the checkpoint's")
     if arch is None:
         arch = saved_arch if saved_arch in list_models() else infer_arch(state)
     data = raw["config"].get("data", {}) if raw.get("format") == FORMAT and isinstance(raw.get("config"), dict) else {}

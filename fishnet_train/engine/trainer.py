@@ -12,26 +12,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import TrainConfig, to_plain
+from ..errors import UserError
 from ..inference import fuse_for_inference
+from ..validation import check_options
 from .build import (
-    TrainData,
-    build_data,
-    build_model,
-    build_optimizer,
-    build_schedule,
-    effective_amp,
-    index_data,
-    load_pretrained,
-    resolve_num_classes,
+    TrainData, build_data, build_model, build_optimizer, build_schedule, check_inputs, effective_amp, index_data,
+    load_pretrained, resolve_num_classes,
 )
 from .checkpoint import (
-    Progress,
-    copy_atomic,
-    load_training_state,
-    restore_training_state,
-    resume_path,
-    rng_state,
-    save_atomic,
+    Progress, copy_atomic, load_training_state, restore_training_state, resume_path, rng_state, save_atomic,
     training_state,
 )
 from .distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed, shutdown
@@ -64,6 +53,12 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
     failures through it).
     """
     info = init_distributed(options.trainer.device)
+    try:
+        check_options(options, info.world_size)
+        check_inputs(options)  # before anything is written or indexed
+    except UserError:
+        shutdown()
+        raise
     run_dir = broadcast_object(run_dir)  # every rank uses rank 0's directory
     reporter = Reporter(run_dir, info.is_main)
     stop = StopRequest().install()

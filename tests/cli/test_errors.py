@@ -4,7 +4,9 @@ import torch
 
 from fishnet_train.models import FishNet, create_model
 
-from ..helpers import TINY_FISHNET, assert_user_error, run_cli, write_crafted_pickle
+from ..helpers import (
+    TINY_FISHNET, TINY_TRAIN, assert_ok, assert_user_error, run_cli, start_training, wait_for_step, write_crafted_pickle,
+)
 from ..helpers import train_cli as train
 
 
@@ -81,3 +83,44 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
     result = run_cli("fishnet-train", "experiment=demo", f"data.root={tmp_path / 'nope'}",
                      f"hydra.run.dir={tmp_path / 'r'}", env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr and "UserError" in result.stderr
+
+
+def test_a_bad_sweep_value_is_refused_before_any_job_runs(image_folder, tmp_path):
+    result = run_cli("fishnet-train", "-m", *TINY_TRAIN, f"data.root={image_folder}", "optim.lr=0.1,-1",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert_user_error(result, "optim.lr must be zero or more, got -1")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_typo_next_to_cfg_or_help_is_refused_too(tmp_path):
+    for flag in (["--cfg", "job"], ["--help"]):
+        assert_user_error(run_cli("fishnet-train", *flag, "trainer.epoch=3", cwd=tmp_path), "trainer.epoch")
+
+
+def test_an_input_error_under_the_local_launcher_is_printed_once(image_folder, tmp_path):
+    result = train(image_folder, tmp_path / "run", "trainer.devices=2", "model.num_classes=5")
+    assert_user_error(result, "model.num_classes=5", "3 classes")
+
+
+def test_bad_images_error_in_a_loader_worker_is_one_line(image_folder, tmp_path):
+    (image_folder / "train" / "class_1" / "broken.jpg").write_bytes(b"")
+    files = sum(1 for p in (image_folder / "train").rglob("*") if p.is_file())
+    result = train(image_folder, tmp_path / "run", "trainer.epochs=1", "data.workers=1", f"data.batch_size={files}",
+                   "data.bad_images=error")
+    assert_user_error(result, "cannot decode", "broken.jpg", "data.bad_images=skip")
+
+
+def test_a_second_run_on_a_busy_directory_is_refused_and_touches_nothing(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    first = start_training(image_folder, run_dir, "trainer.epochs=3", "trainer.checkpoint_every_steps=1")
+    try:
+        wait_for_step(run_dir, 1, first)
+        before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts
+                  and p.name not in ("train.log", "metrics.jsonl") and "tb" not in p.parts}
+        second = train(image_folder, run_dir, "trainer.epochs=3")
+        assert_user_error(second, str(run_dir), f"in use by pid {first.pid}", "hydra.run.dir")
+        assert before == {p: p.stat().st_mtime_ns for p in before}
+    finally:
+        first.kill()
+        first.wait()
+    assert_ok(train(image_folder, run_dir, "trainer.epochs=1"))  # the killed run left no stale lock

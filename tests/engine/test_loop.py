@@ -49,6 +49,15 @@ def test_three_in_memory_batches_make_three_steps_and_their_statistics():
     assert any(not torch.equal(before[k], v) for k, v in p.model.state_dict().items())
 
 
+def test_the_epoch_loss_is_the_mean_of_its_step_losses():
+    p = parts(lr=0.0)  # the weights stay; train-mode BN uses each batch's own statistics
+    data = batches()
+    model = copy.deepcopy(p.model).train()
+    expected = [F.cross_entropy(model(p.preprocess(x)), y).item() for x, y, _, _ in data]
+    stats = train_one_epoch(p, data, Progress(), loop())
+    assert stats.loss == pytest.approx(sum(expected) / 3, rel=1e-5)
+
+
 def test_an_epoch_resumed_mid_way_runs_only_its_remaining_steps():
     progress = Progress(epoch=0, epoch_step=2, step=2)
     stats = train_one_epoch(parts(), batches(), progress, loop())

@@ -9,6 +9,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
 from fishnet_train.config import to_options
+from fishnet_train.engine.build import build_schedule
 from fishnet_train.engine.loop import TrainingStopped
 from fishnet_train.engine.trainer import train
 from fishnet_train.models import create_model, load_weights, ours_to_released
@@ -72,7 +73,17 @@ def test_a_run_writes_config_checkpoints_metrics_and_tensorboard(seven_classes):
 
 def test_eval_every_validates_on_due_epochs_and_after_the_last(seven_classes):
     _, run_dir, _ = seven_classes
-    assert [r["top1"] is not None for r in metrics(run_dir)] == [False, True, True]
+    records = metrics(run_dir)
+    assert [r["top1"] is not None for r in records] == [False, True, True]
+    assert (records[0]["best_top1"], records[0]["best_epoch"]) == (-1, -1)  # nothing validated yet
+
+
+def test_each_epoch_reports_the_scheduled_learning_rate_of_its_last_step(seven_classes):
+    data, run_dir, _ = seven_classes
+    options = tiny_options(data, "trainer.epochs=3")
+    schedule = build_schedule(options.optim, options.schedule, steps_per_epoch=4, epochs=3)
+    for r in metrics(run_dir):
+        assert r["lr"] == pytest.approx(schedule(r["step"] - 1)) and r["lr"] > 0
 
 
 def test_best_pt_is_the_checkpoint_of_the_best_validated_epoch(seven_classes):
@@ -81,6 +92,8 @@ def test_best_pt_is_the_checkpoint_of_the_best_validated_epoch(seven_classes):
     best = max(records, key=lambda r: r["top1"])  # the first of equals, as the trainer keeps it
     state = saved_state(run_dir, "best.pt")
     assert state["progress"]["epoch"] == best["epoch"] == state["progress"]["best_epoch"]
+    if best["epoch"] < records[-1]["epoch"]:  # then best.pt holds other weights than last.pt
+        assert any(not torch.equal(v, saved_state(run_dir)["model"][k]) for k, v in state["model"].items())
     assert records[-1]["best_epoch"] == best["epoch"] and records[-1]["best_top1"] == best["top1"]
 
 
@@ -96,7 +109,7 @@ def test_epoch_figures_equal_an_independent_evaluation_of_the_saved_weights(seve
     top5 = logits.topk(5, 1).indices.eq(targets[:, None]).any(1).float().mean().item() * 100
     assert record["top1"] == pytest.approx(logits.argmax(1).eq(targets).float().mean().item() * 100)
     assert record["top5"] == pytest.approx(top5)
-    assert record["val_loss"] == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-3)  # resize rounding
+    assert record["val_loss"] == pytest.approx(F.cross_entropy(logits, targets).item(), rel=5e-3)  # resize rounding
 
 
 def test_a_crash_mid_epoch_with_lighting_and_flips_resumes_bit_identical(image_folder, tmp_path):
@@ -127,6 +140,27 @@ def _one_step(data, run_dir, *overrides):
 
 def _differ(a: dict, b: dict) -> bool:
     return any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_the_runtime_settings_come_from_the_options_and_are_logged(image_folder, tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        _one_step(image_folder, tmp_path / "run", "trainer.host_allocator=system", "trainer.seed=3")
+    assert "runtime: seed 3+rank, deterministic true, " in caplog.text and "host allocator system" in caplog.text
+
+
+def test_pca_lighting_draws_reach_the_preprocessing_in_training(image_folder, tmp_path, monkeypatch):
+    from fishnet_train.data import BatchPreprocess
+
+    alphas = []
+    original = BatchPreprocess.__call__
+
+    def spy(self, images, alpha=None):
+        alphas.append(alpha)
+        return original(self, images, alpha)
+
+    monkeypatch.setattr(BatchPreprocess, "__call__", spy)
+    _one_step(image_folder, tmp_path / "run", "data.lighting=0.1")
+    assert alphas[0] is not None and alphas[0].abs().sum() > 0  # the training step's; validation passes none
 
 
 def test_bf16_autocast_trains_with_other_numerics_than_fp32(image_folder, tmp_path):
@@ -177,7 +211,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(image_folder, tmp_p
     run_dir = tmp_path / "run"
     train(tiny_options(image_folder, "trainer.epochs=1"), str(run_dir))
     before = saved_state(run_dir)
-    with pytest.raises(TrainingStopped, match="loss became"):
+    with pytest.raises(TrainingStopped, match=r"loss became .* \(epoch 2\)"):  # it resumed after epoch 1
         train(tiny_options(image_folder, "trainer.epochs=2", "optim.lr=1e30", "trainer.clip_grad_norm=null"),
               str(run_dir))
     after = saved_state(run_dir)
@@ -187,6 +221,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(image_folder, tmp_p
 
 def test_undecodable_files_are_replaced_counted_and_reported_once(image_folder, tmp_path, caplog):
     _, bad = plant_odd_files(image_folder / "train" / "class_0")
+    (image_folder / "val" / "class_2" / "broken_val.jpg").write_bytes(b"")
+    bad.add("broken_val.jpg")
     files = sum(1 for p in (image_folder / "train").rglob("*") if p.is_file())
     run_dir = tmp_path / "run"
     with caplog.at_level("WARNING"):  # one step of the whole folder per epoch: every file is drawn
@@ -194,7 +230,7 @@ def test_undecodable_files_are_replaced_counted_and_reported_once(image_folder, 
     reported = [r.getMessage() for r in caplog.records if "skipped undecodable file" in r.getMessage()]
     names = [line.split("file ")[1].split(":")[0].rsplit("/", 1)[1] for line in reported]
     assert sorted(names) == sorted(bad)  # each bad file, once over both epochs
-    assert all(r["skipped_images"] >= len(bad) for r in metrics(run_dir))
+    assert all(r["skipped_images"] >= len(bad) for r in metrics(run_dir))  # the val file counted once, not per rank
 
 
 def test_options_reach_the_trainer_typed_and_frozen(image_folder):
@@ -210,7 +246,8 @@ def test_every_preset_trains_a_step_in_the_trainer(preset, image_folder, tmp_pat
     options = to_options(compose_train(
         f"experiment={preset}", f"data.root={image_folder}", "model.num_classes=null", "trainer.device=cpu",
         "data.batch_size=4", "data.workers=0", "data.train_crop=32", "data.val_resize=32", "data.val_crop=32",
-        "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.clip_grad_norm=1.0"))
+        "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.clip_grad_norm=1.0", "schedule.milestones=[]",
+        "schedule.warmup_epochs=0"))
     record = train(options, str(tmp_path / "run"))
     assert record["step"] == 1 and record["top1"] is not None
     assert saved_state(tmp_path / "run")["arch"] == options.model.name

@@ -1,0 +1,74 @@
+"""One run per directory: an OS file lock that the kernel releases when its process ends.
+
+A second process on a locked run directory stops at once with the holder's host, pid and start
+time; a SIGKILLed holder leaves no stale lock, since the lock dies with its process.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from datetime import datetime
+
+from ..errors import UserError
+
+LOCK_FILE = ".run.lock"
+
+
+class RunDirInUse(UserError):
+    """Another live process is running in this run directory."""
+
+
+class RunDirLock:
+    """The held lock of ``run_dir``; ``release`` (or the process's end) frees it."""
+
+    def __init__(self, run_dir: str, wait_seconds: float = 0.0, poll_seconds: float = 0.5) -> None:
+        os.makedirs(run_dir, exist_ok=True)
+        self.path = os.path.join(run_dir, LOCK_FILE)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_seconds
+        while not self._try_lock():
+            if time.monotonic() >= deadline:
+                holder = self._holder()
+                os.close(self.fd)
+                raise RunDirInUse(
+                    f"{run_dir} is in use by {holder}; wait for that run to end, stop it, or choose another "
+                    "run directory (hydra.run.dir=...)"
+                )
+            time.sleep(poll_seconds)
+        self._write_holder()
+
+    def _try_lock(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def _holder(self) -> str:
+        try:
+            with open(self.path) as f:
+                info = json.load(f)
+            return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+        except (OSError, ValueError, KeyError):
+            return "another process"
+
+    def _write_holder(self) -> None:
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": datetime.now().isoformat(timespec="seconds")}
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(info).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = -1
+
+
+def restart_wait_seconds() -> float:
+    """How long a restarted job waits for its previous incarnation to let go of the directory:
+    SLURM requeues and torchrun restarts can start it while the old process still saves."""
+    restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    restarted = restarted or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    return 120.0 if restarted else 0.0

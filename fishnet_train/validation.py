@@ -1,0 +1,180 @@
+"""Every check on the typed options that a type cannot express, run before anything starts.
+
+Each failure is one ``UserError`` that names the key, the value and how to fix it. The checks
+need no torch and no files, so the apps run them on the composed config before Hydra starts
+the job; what needs the file system or the model registry is checked at the job's start, before
+the data is indexed (``engine.build.check_inputs``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Optional
+
+from .config import DataConfig, ModelConfig, OptimConfig, Options, ScheduleConfig, TrainConfig, TrainerConfig
+from .errors import UserError
+MIN_INPUT_SIZE = 32  # models.fishnet.MIN_INPUT_SIZE (a test checks); here so that checks need no torch
+MAX_SEED = 2**63 - 1
+
+
+def check_options(options: Options, world_size: Optional[int] = None) -> None:
+    """All checks; ``world_size``, where already known, also checks that the batch splits."""
+    check_model(options.model, train=isinstance(options, TrainConfig))
+    check_data(options.data)
+    check_trainer(options.trainer)
+    if isinstance(options, TrainConfig):
+        check_optim(options.optim)
+        check_schedule(options.schedule, options.optim, options.trainer.epochs)
+        check_unit_interval("loss.label_smoothing", options.loss.label_smoothing)
+        if world_size is not None:
+            check_batch_split(options.data.batch_size, world_size, options.trainer.accum_steps)
+            check_batch_norm_sizes(options.data, options.data.batch_size // (world_size * options.trainer.accum_steps))
+
+
+def fail(message: str) -> None:
+    raise UserError(message)
+
+
+def check_choice(key: str, value: Any, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        fail(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def check_number(key: str, value: Optional[float], low: float = -math.inf, high: float = math.inf,
+                 low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:
+    """``value`` finite and within the interval (``optional``: None passes)."""
+    if value is None and optional:
+        return
+    if value is None or not math.isfinite(value):
+        fail(f"{key} must be a finite number, got {value}")
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if (below or above) and high == math.inf and low == 0:
+        fail(f"{key} must be {'positive' if low_open else 'zero or more'}, got {value}")
+    if below or above:
+        interval = f"{'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
+        fail(f"{key} must be in {interval}, got {value}")
+
+
+def _fmt(bound: float) -> str:
+    return "inf" if bound == math.inf else "-inf" if bound == -math.inf else f"{bound:g}"
+
+
+def check_positive(key: str, value: Optional[int], optional: bool = False, hint: str = "") -> None:
+    if value is None and optional:
+        return
+    if value is None or value <= 0:
+        fail(f"{key} must be positive{' or null' if optional else ''}, got {value}{hint}")
+
+
+def check_unit_interval(key: str, value: float) -> None:
+    check_number(key, value, 0.0, 1.0, high_open=True)
+
+
+def check_model(m: ModelConfig, train: bool) -> None:
+    if train and m.name is None:
+        fail("model.name must be set (model=fishnet99|fishnet150|fishnet201)")
+    check_positive("model.num_classes", m.num_classes, optional=True, hint=" (null: the data's class count)")
+    check_unit_interval("model.drop_rate", m.drop_rate)
+
+
+def check_data(d: DataConfig) -> None:
+    check_positive("data.batch_size", d.batch_size)
+    check_positive("data.eval_batch_size", d.eval_batch_size, optional=True, hint=" (null: data.batch_size)")
+    if d.workers < 0:
+        fail(f"data.workers must not be negative, got {d.workers} (0 loads in the training process)")
+    for key in ("train_crop", "val_crop", "val_resize"):
+        size = getattr(d, key)
+        if size < MIN_INPUT_SIZE:
+            fail(f"data.{key}={size} is below FishNet's smallest input ({MIN_INPUT_SIZE} px); use {MIN_INPUT_SIZE} or more")
+    if d.val_crop > d.val_resize:
+        fail(f"data.val_crop={d.val_crop} is larger than data.val_resize={d.val_resize}, the shorter side it is "
+             "cropped from; lower data.val_crop or raise data.val_resize")
+    check_pair("data.crop_scale", d.crop_scale, high=1.0)
+    check_pair("data.crop_ratio", d.crop_ratio)
+    check_number("data.lighting", d.lighting, 0.0)
+    check_channels("data.mean", d.mean, positive=False)
+    check_channels("data.std", d.std, positive=True)
+    check_choice("data.bad_images", d.bad_images, ("skip", "error"))
+
+
+def check_pair(key: str, pair: list[float], high: float = math.inf) -> None:
+    if len(pair) != 2 or not all(math.isfinite(v) for v in pair) or not 0 < pair[0] <= pair[1] <= high:
+        limit = f" <= {high:g}" if high != math.inf else ""
+        fail(f"{key} must be [low, high] with 0 < low <= high{limit}, got {list(pair)}")
+
+
+def check_channels(key: str, values: list[float], positive: bool) -> None:
+    if len(values) != 3:
+        fail(f"{key} needs one value per RGB channel (3), got {len(values)}: {list(values)}")
+    if not all(math.isfinite(v) and (v > 0 or not positive) for v in values):
+        fail(f"{key} must be {'positive' if positive else 'finite'} numbers, got {list(values)}")
+
+
+def check_optim(o: OptimConfig) -> None:
+    check_choice("optim.name", o.name, ("sgd",))
+    check_number("optim.lr", o.lr, 0.0)
+    check_number("optim.momentum", o.momentum, 0.0, 1.0, high_open=True)
+    check_number("optim.weight_decay", o.weight_decay, 0.0)
+    if o.nesterov and o.momentum == 0:
+        fail("optim.nesterov=true needs momentum; set optim.momentum above 0 or optim.nesterov=false")
+
+
+def check_schedule(s: ScheduleConfig, o: OptimConfig, epochs: int) -> None:
+    check_choice("schedule.name", s.name, ("step", "cosine"))
+    check_number("schedule.warmup_epochs", s.warmup_epochs, 0.0)
+    if epochs > 0 and s.warmup_epochs > epochs:
+        fail(f"schedule.warmup_epochs={s.warmup_epochs:g} is longer than the run (trainer.epochs={epochs}): the rate "
+             f"would never reach optim.lr; set schedule.warmup_epochs to {epochs} or less")
+    check_number("schedule.warmup_start_factor", s.warmup_start_factor, 0.0, 1.0, low_open=True)
+    if s.name == "step":
+        check_number("schedule.gamma", s.gamma, 0.0, 1.0, low_open=True)
+        check_milestones(s.milestones, epochs)
+    else:
+        check_number("schedule.min_lr", s.min_lr, 0.0, o.lr if math.isfinite(o.lr) else math.inf)
+
+
+def check_milestones(milestones: list[int], epochs: int) -> None:
+    if any(m <= 0 for m in milestones) or list(milestones) != sorted(set(milestones)):
+        fail(f"schedule.milestones must be increasing positive epochs, got {list(milestones)}")
+    late = [m for m in milestones if m >= epochs]
+    if late and epochs > 0:
+        scaled = sorted({m * epochs // 100 for m in milestones} - {0})  # as the paper's 30/60/90 of 100
+        fail(f"schedule.milestones {list(milestones)} include epochs the run never reaches (trainer.epochs={epochs}); "
+             f"scale them to the run (e.g. schedule.milestones={scaled}), or [] for a constant rate")
+
+
+def check_trainer(t: TrainerConfig) -> None:
+    check_positive("trainer.epochs", t.epochs)
+    check_choice("trainer.device", t.device, ("auto", "cpu", "cuda"))
+    devices = str(t.devices)
+    if devices != "auto" and not (devices.isdigit() and int(devices) > 0):
+        fail(f"trainer.devices must be 'auto' or a positive number, got {devices!r}")
+    check_choice("trainer.amp", t.amp, ("none", "bf16", "fp16"))
+    if not 0 <= t.seed <= MAX_SEED:
+        fail(f"trainer.seed must be in [0, 2^63), got {t.seed}")
+    check_positive("trainer.accum_steps", t.accum_steps)
+    check_number("trainer.clip_grad_norm", t.clip_grad_norm, 0.0, low_open=True, optional=True)
+    if t.checkpoint_every_steps < 0:
+        fail(f"trainer.checkpoint_every_steps must not be negative, got {t.checkpoint_every_steps} "
+             "(0: at the end of each epoch only)")
+    check_choice("trainer.nan_policy", t.nan_policy, ("stop", "skip"))
+    check_positive("trainer.eval_every", t.eval_every)
+    check_positive("trainer.max_steps_per_epoch", t.max_steps_per_epoch, optional=True, hint=" (null: no cap)")
+    check_choice("trainer.host_allocator", t.host_allocator, ("keep_freed", "system"))
+
+
+def check_batch_norm_sizes(d: DataConfig, micro_batch: int) -> None:
+    """BatchNorm in training needs two values per channel; the deepest features are 1/32 of the crop."""
+    deepest = max(1, d.train_crop // 32) ** 2
+    if micro_batch * deepest < 2:
+        fail(f"a micro-batch of {micro_batch} image at data.train_crop={d.train_crop} leaves BatchNorm one value per "
+             "channel at FishNet's deepest (1x1) features; raise data.batch_size (it is split over processes and "
+             "trainer.accum_steps) or use data.train_crop=64 or more")
+
+
+def check_batch_split(global_batch: int, world_size: int, accum_steps: int) -> None:
+    parts = world_size * accum_steps
+    if global_batch % parts:
+        fail(f"data.batch_size={global_batch} does not split over {world_size} processes x {accum_steps} "
+             f"accumulation steps; use a multiple of {parts}")

@@ -1,0 +1,58 @@
+"""One run per directory: a kernel-held file lock, never stale."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fishnet_train.engine.run_lock import LOCK_FILE, RunDirInUse, RunDirLock
+
+_HOLD = """
+import sys, time
+from fishnet_train.engine.run_lock import RunDirLock
+lock = RunDirLock(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold(run_dir, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_is_refused_naming_the_holder(tmp_path):
+    holder = hold(tmp_path, 30)
+    try:
+        with pytest.raises(RunDirInUse, match=rf"{tmp_path} is in use by pid {holder.pid} on \S+, started \S+;"):
+            RunDirLock(str(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_sigkilled_holder_leaves_no_stale_lock(tmp_path):
+    holder = hold(tmp_path, 30)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / LOCK_FILE).exists()  # the file stays; the lock died with its process
+    lock = RunDirLock(str(tmp_path))
+    assert f'"pid": {os.getpid()}' in (tmp_path / LOCK_FILE).read_text()
+    lock.release()
+
+
+def test_a_restarted_job_waits_for_its_previous_incarnation(tmp_path):
+    holder = hold(tmp_path, 1.0)
+    started = time.monotonic()
+    lock = RunDirLock(str(tmp_path), wait_seconds=20, poll_seconds=0.1)
+    assert time.monotonic() - started < 15
+    lock.release()
+    holder.wait()
+
+
+def test_release_lets_the_next_run_take_the_directory(tmp_path):
+    RunDirLock(str(tmp_path)).release()
+    RunDirLock(str(tmp_path)).release()

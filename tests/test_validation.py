@@ -1,0 +1,57 @@
+"""Every value a type cannot catch is refused with one line naming the key: before anything runs."""
+import pytest
+
+from fishnet_train.config import to_options
+from fishnet_train.errors import UserError
+from fishnet_train.validation import MIN_INPUT_SIZE, check_options
+
+from .helpers import compose_eval, compose_train
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optim.momentum=1.0"], r"optim.momentum must be in \[0, 1\), got 1.0"),
+    (["optim.lr=-0.1"], "optim.lr must be zero or more"),
+    (["optim.nesterov=true", "optim.momentum=0"], "optim.nesterov=true needs momentum"),
+    (["data.train_crop=31"], "data.train_crop=31 is below FishNet's smallest input"),
+    (["data.val_crop=300"], "data.val_crop=300 is larger than data.val_resize=256"),
+    (["data.mean=[0.5,0.5]"], r"data.mean needs one value per RGB channel \(3\)"),
+    (["data.std=[0.2,0,0.2]"], "data.std must be positive"),
+    (["data.lighting=nan"], "data.lighting must be a finite number"),
+    (["data.crop_ratio=[2,1]"], "data.crop_ratio must be"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size must be positive or null"),
+    (["trainer.max_steps_per_epoch=0"], "trainer.max_steps_per_epoch must be positive or null"),
+    (["trainer.clip_grad_norm=0"], "trainer.clip_grad_norm must be positive"),
+    (["trainer.seed=-1"], "trainer.seed"),
+    (["trainer.epochs=10"], r"schedule.milestones \[30, 60, 90\] include epochs .* schedule.milestones=\[3, 6, 9\]"),
+    (["schedule.milestones=[60,30]"], "schedule.milestones must be increasing"),
+    (["schedule.gamma=0"], "schedule.gamma must be in"),
+    (["schedule=cosine", "schedule.min_lr=0.5"], r"schedule.min_lr must be in \[0, 0.1\]"),
+    (["schedule.warmup_epochs=101"], "schedule.warmup_epochs=101 is longer than the run"),
+    (["schedule.warmup_start_factor=0"], "schedule.warmup_start_factor must be in"),
+    (["loss.label_smoothing=1"], "loss.label_smoothing must be in"),
+    (["model.num_classes=0"], "model.num_classes must be positive or null"),
+    (["model.drop_rate=1"], "model.drop_rate must be in"),
+    (["trainer.host_allocator=jemalloc"], "trainer.host_allocator='jemalloc' is not one of keep_freed, system"),
+])
+def test_train_values_that_cannot_be_meant_are_refused(overrides, message):
+    with pytest.raises(UserError, match=message):
+        check_options(to_options(compose_train("data.root=/data", *overrides)))
+
+
+def test_a_batch_that_does_not_split_over_the_known_processes_is_refused():
+    options = to_options(compose_train("data.root=/data", "data.batch_size=6", "trainer.accum_steps=2"))
+    check_options(options, world_size=3)
+    with pytest.raises(UserError, match="does not split over 2 processes x 2 accumulation steps; use a multiple of 4"):
+        check_options(options, world_size=2)
+
+
+def test_eval_options_are_checked_too():
+    with pytest.raises(UserError, match="data.val_crop=64 is larger than data.val_resize=48"):
+        check_options(to_options(compose_eval("checkpoint=x.pt", "data.root=/d", "data.val_resize=48",
+                                              "data.val_crop=64")))
+
+
+def test_the_smallest_input_is_the_models():
+    from fishnet_train.models.fishnet import MIN_INPUT_SIZE as model_minimum
+
+    assert MIN_INPUT_SIZE == model_minimum
