@@ -26,7 +26,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests
 
-# The config fuzzer at 20x its CI examples (3,000 train and 2,000 eval configs, about 15 minutes).
+# The config fuzzer at 20x its CI examples (2,400 train and 1,600 eval configs, about 15 minutes).
 fuzz: $(STAMP)
 	FISHNET_FUZZ_SCALE=20 $(PY) -m pytest -q tests/test_config_fuzz.py --hypothesis-show-statistics
 

@@ -31,14 +31,14 @@ class DataConfig:
     eval_batch_size: Optional[int] = None  # global; defaults to batch_size
     workers: int = 8  # loader processes per training process
     train_crop: int = 224
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    crop_scale: tuple[float, ...] = (0.08, 1.0)
+    crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)
     hflip: bool = True
     lighting: float = 0.1  # AlexNet PCA lighting std; 0 turns it off
     val_resize: int = 256
     val_crop: int = 224
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     bad_images: str = "skip"  # skip | error
     scan: bool = False  # list every undecodable file before training
 
@@ -56,7 +56,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: str = "step"  # step | cosine
-    milestones: list[int] = field(default_factory=lambda: [30, 60, 90])  # epochs
+    milestones: tuple[int, ...] = (30, 60, 90)  # epochs
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     warmup_start_factor: float = 0.1
@@ -140,10 +140,24 @@ def _editable(schema: type) -> DictConfig:
 
 
 def to_options(cfg: DictConfig) -> Options:
-    """The composed config as its frozen, typed dataclasses: the one conversion at the entry point."""
-    return OmegaConf.to_object(cfg)
+    """The composed config as its frozen, typed dataclasses (lists as tuples): the one conversion
+    at the entry point."""
+    return _frozen(OmegaConf.to_object(cfg))
+
+
+def _frozen(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        fields = dataclasses.fields(value)
+        return dataclasses.replace(value, **{f.name: _frozen(getattr(value, f.name)) for f in fields})
+    return tuple(value) if isinstance(value, list) else value
 
 
 def to_plain(options: Options) -> dict[str, Any]:
-    """The options as plain dicts/lists, safe for ``weights_only`` checkpoints and ``config.yaml``."""
-    return dataclasses.asdict(options)
+    """The options as plain dicts and lists, safe for ``weights_only`` checkpoints and ``config.yaml``."""
+    return _plain(dataclasses.asdict(options))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value

@@ -86,7 +86,8 @@ def check_data(d: DataConfig) -> None:
     for key in ("train_crop", "val_crop", "val_resize"):
         size = getattr(d, key)
         if size < MIN_INPUT_SIZE:
-            fail(f"data.{key}={size} is below FishNet's smallest input ({MIN_INPUT_SIZE} px); use {MIN_INPUT_SIZE} or more")
+            fail(f"data.{key}={size} is below FishNet's smallest input ({MIN_INPUT_SIZE} px); "
+                 f"use {MIN_INPUT_SIZE} or more")
     if d.val_crop > d.val_resize:
         fail(f"data.val_crop={d.val_crop} is larger than data.val_resize={d.val_resize}, the shorter side it is "
              "cropped from; lower data.val_crop or raise data.val_resize")

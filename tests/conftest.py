@@ -31,6 +31,15 @@ def image_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "data")
 
 
+@pytest.fixture
+def tiny_cfg(image_folder: Path):
+    """``tiny_cfg(*overrides)``: the typed options of a tiny CPU run on ``image_folder``,
+    composed from the real config (tests/helpers.py: TINY_TRAIN, then the overrides)."""
+    from .helpers import tiny_options
+
+    return lambda *overrides: tiny_options(image_folder, *overrides)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads(monkeypatch):
     # Two cores: keep intra-op threads from oversubscribing when tests start processes.

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
-from fishnet_train.config import TrainConfig, to_options
+from fishnet_train.config import TrainConfig, to_options, to_plain
 from fishnet_train.validation import check_options as validate
 from fishnet_train.errors import UserError
 from fishnet_train.models import list_models
@@ -36,7 +36,7 @@ def test_every_option_of_every_group_composes_and_validates(group, option):
 
 
 def test_group_files_and_presets_restate_no_default_of_the_schema():
-    defaults = dataclasses.asdict(TrainConfig(data=dataclasses.replace(TrainConfig().data, root="/data")))
+    defaults = to_plain(TrainConfig(data=dataclasses.replace(TrainConfig().data, root="/data")))
     for path in (ROOT / "conf").glob("[!h]*/*.yaml"):
         for section, values in (OmegaConf.to_container(OmegaConf.load(path)) or {}).items():
             if section == "defaults":

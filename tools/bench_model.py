@@ -210,7 +210,7 @@ def bench_trainer(name: str, batch: int, size: int, steps: int, rounds: int) -> 
     from fishnet_train.engine.signals import StopRequest
 
     device = _device()
-    configure_process(RuntimeSettings(seed=0, rank=0, device=device))
+    configure_process(RuntimeSettings(seed=0, rank=0, device=device, host_allocator="keep_freed"))
     model = create_model(name, num_classes=2).to(device, memory_format=torch.channels_last)
     optimizer = build_sgd(model, 0.1, 0.9, 1e-4, nesterov=False, decay_norm_and_bias=True)
     preprocess = BatchPreprocess([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], device, channels_last=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import math
 import os
 import sys
 from datetime import datetime
@@ -47,7 +49,7 @@ def hydra_subdir(name: str) -> str | None:
     return None if ranks is not None and ranks[0] != 0 else name
 
 
-def prepare_hydra(config_name: str) -> RunDirLock | None:
+def check_and_lock(config_name: str) -> RunDirLock | None:
     """Register schemas and resolvers, check the command line's config, and lock the run
     directory of a single run; the lock is held until the process ends."""
     register_configs()
@@ -82,31 +84,44 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     flags, _ = get_args_parser().parse_known_args(args)
+    if flags.config_dir or flags.config_path or flags.config_name:
+        return None  # the user's own config tree: Hydra composes it, the job checks it
     complete = not (flags.help or flags.hydra_help or flags.cfg or flags.info or flags.shell_completion)
     overrides = OverridesParser.create().parse_overrides(flags.overrides)
-    run_dir = None
     with initialize_config_module("fishnet_train.conf", version_base="1.3"):
         for variant in override_variants([o for o in overrides if not o.is_hydra_override()]):
             cfg = compose(config_name, overrides=variant)
             if complete:
                 check_options(to_options(cfg), planned_world_size(cfg))
-        if complete and not flags.multirun and (env_ranks() or (0,))[0] == 0:
-            hydra_cfg = compose(config_name, overrides=list(flags.overrides), return_hydra_config=True)
-            run_dir = str(hydra_cfg.hydra.run.dir)
-    return run_dir
+        if not complete or flags.multirun or (env_ranks() or (0,))[0] != 0:
+            return None
+        hydra_cfg = compose(config_name, overrides=list(flags.overrides), return_hydra_config=True)
+    if "${now:" in OmegaConf.to_container(hydra_cfg.hydra.run, resolve=False)["dir"]:
+        return None  # a new directory each second, resolved anew by Hydra: nothing to lock
+    return str(hydra_cfg.hydra.run.dir)
+
+
+MAX_CHECKED_COMBINATIONS = 64
 
 
 def override_variants(overrides: list) -> Iterator[list[str]]:
-    """The overrides with each sweep at its first value, then each further sweep value in turn."""
-    def at(o, value: str) -> str:
-        return f"{o.get_key_element()}={value}"
-
-    values = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [None] for o in overrides]
-    first = [o.input_line if v[0] is None else at(o, v[0]) for o, v in zip(overrides, values)]
+    """Every combination of the sweeps' values (up to 64; beyond that each value once, the other
+    sweeps at their first). Sweeps that cannot be listed here (glob, interval) are left to the jobs."""
+    choices = []
+    for o in overrides:
+        try:
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else None
+        except Exception:  # glob needs Hydra's config loader, interval has no values to list
+            continue
+        choices.append([o.input_line] if values is None else [f"{o.get_key_element()}={v}" for v in values])
+    if math.prod(len(c) for c in choices) <= MAX_CHECKED_COMBINATIONS:
+        yield from (list(combination) for combination in itertools.product(*choices))
+        return
+    first = [c[0] for c in choices]
     yield first
-    for i, (o, options) in enumerate(zip(overrides, values)):
-        for value in options[1:]:
-            yield first[:i] + [at(o, value)] + first[i + 1:]
+    for i, values in enumerate(choices):
+        for value in values[1:]:
+            yield first[:i] + [value] + first[i + 1:]
 
 
 def planned_world_size(cfg: DictConfig) -> int | None:

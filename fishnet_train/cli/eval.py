@@ -6,7 +6,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from .common import prepare_hydra
+from .common import check_and_lock
 
 
 def overridden_keys() -> list[str]:
@@ -18,14 +18,14 @@ def overridden_keys() -> list[str]:
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="eval")
 def hydra_main(cfg: DictConfig) -> None:
     # Imported once the config has passed its check: torch takes seconds to load.
-    from ..engine.evaluator import run_eval
+    from ..engine.evaluator import check_eval_inputs, run_eval
     from .jobs import run_job
 
-    run_job(cfg, "eval.log", run_eval, overridden_keys())
+    run_job(cfg, "eval.log", run_eval, overridden_keys(), precheck=check_eval_inputs)
 
 
 def main() -> None:
-    lock = prepare_hydra("eval")  # held while the job runs
+    lock = check_and_lock("eval")  # held while the job runs
     try:
         hydra_main()
     finally:

@@ -14,7 +14,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from ..config import Options
 from ..engine.distributed import launch_local, local_process_count
 from ..engine.launch_env import env_ranks
-from ..engine.run_lock import RunDirLock
+from ..engine.run_lock import RunDirLock, restart_wait_seconds
 from ..engine.runtime import setup_logging
 from ..engine.signals import PREEMPTED_EXIT_CODE, Preempted
 from ..errors import USER_ERROR_EXIT_CODE, UserError
@@ -72,9 +72,11 @@ def run_job(cfg: DictConfig, log_name: str, job: Job, *job_args: Any,
     run_dir = HydraConfig.get().runtime.output_dir
     ranks = env_ranks()
     main_process = ranks is None or ranks[0] == 0
-    with exit_codes():
-        # A sweep's jobs lock their own directories; a single run's was locked before Hydra started.
-        sweep_lock = RunDirLock(run_dir) if main_process and HydraConfig.get().mode == RunMode.MULTIRUN else None
+    # A sweep's jobs lock their own directories; a single run's was locked before Hydra started.
+    sweep = main_process and HydraConfig.get().mode == RunMode.MULTIRUN
+    with exit_codes(), contextlib.ExitStack() as held:
+        if sweep:
+            held.callback(RunDirLock(run_dir, restart_wait_seconds()).release)
         setup_logging(os.path.join(run_dir, log_name) if main_process else None)
         options = typed_options(cfg)
         nprocs = local_process_count(str(options.trainer.devices), options.trainer.device)
@@ -82,17 +84,19 @@ def run_job(cfg: DictConfig, log_name: str, job: Job, *job_args: Any,
             check_options(options, world_size=nprocs)  # fail here, not in N workers
             if precheck is not None:
                 precheck(options)
-            try:
-                launch_local(nprocs, local_worker, log_name, job, options, run_dir, *job_args)
-            except SignalException:  # SIGTERM here reached the workers too; they saved and stopped
-                print("preempted: the workers saved last.pt; resume with trainer.resume=auto", file=sys.stderr)
-                sys.exit(PREEMPTED_EXIT_CODE)
-            except Exception as e:  # the workers already printed their own errors
-                sys.exit(launch_failed(e))
+            launch_workers(nprocs, log_name, job, options, run_dir, *job_args)
         else:
             job(options, run_dir, *job_args)
-        if sweep_lock is not None:
-            sweep_lock.release()
+
+
+def launch_workers(nprocs: int, log_name: str, job: Job, options: Options, run_dir: str, *job_args: Any) -> None:
+    try:
+        launch_local(nprocs, local_worker, log_name, job, options, run_dir, *job_args)
+    except SignalException:  # SIGTERM here reached the workers too; they saved and stopped
+        print("preempted: the workers saved last.pt; resume with trainer.resume=auto", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
+    except Exception as e:  # the workers already printed their own errors
+        sys.exit(launch_failed(e))
 
 
 def local_worker(log_name: str, job: Job, options: Options, run_dir: str, *job_args: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .common import prepare_hydra
+from .common import check_and_lock
 
 
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="train")
@@ -18,7 +18,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    lock = prepare_hydra("train")  # held while the job runs
+    lock = check_and_lock("train")  # held while the job runs
     try:
         hydra_main()
     finally:

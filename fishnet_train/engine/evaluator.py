@@ -11,17 +11,18 @@ from typing import Any, Iterable
 import torch
 
 from ..config import DataConfig, EvalConfig
-from ..data import BatchPreprocess, build_val_loader, find_split
+from ..data import BatchPreprocess, Split, build_val_loader, find_split, split_classes
 from ..errors import CheckpointError, UserError
 from ..inference import fuse_for_inference, inference_compiler
 from ..models import create_model, infer_arch, list_models, load_weights, read_checkpoint
 from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
+from ..validation import check_data
 from .build import effective_amp
 from .checkpoint import FORMAT
-from .distributed import broadcast_object, init_distributed, shutdown
+from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from .evaluate import EvalResult, evaluate
 from .reporting import Reporter
-from .runtime import RuntimeSettings, configure_process, local_process_count_from_env
+from .runtime import configure_process, settings_for
 
 # Data settings a training checkpoint carries, used unless given on the command line.
 CHECKPOINT_DATA_KEYS = ("val_resize", "val_crop", "mean", "std")
@@ -42,20 +43,34 @@ def load_checkpoint_for_eval(path: str, arch: str | None) -> LoadedCheckpoint:
         raise CheckpointError(
             f"{path} has no classifier weights ({CLASSIFIER_PREFIX}weight); is it a FishNet checkpoint?")
     saved_arch = raw.get("arch") if isinstance(raw.get("arch"), str) else None
-    if arch is not None and arch not in list_models():
-        raise UserError(f"unknown model {arch!r}; choose one of {', '.join(list_models())} (model.name=...), "
-                        "or null to take the checkpoint's")
     if arch is None:
         arch = saved_arch if saved_arch in list_models() else infer_arch(state)
     data = raw["config"].get("data", {}) if raw.get("format") == FORMAT and isinstance(raw.get("config"), dict) else {}
     return LoadedCheckpoint(arch, state[CLASSIFIER_PREFIX + "weight"].shape[0], state, data)
 
 
+def check_eval_inputs(options: EvalConfig) -> None:
+    """What the options name in the registry and on disk, checked before anything is read."""
+    name = options.model.name
+    if name is not None and name not in list_models():
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(list_models())} (model.name=...), "
+                        "or null to take the checkpoint's")
+    if not os.path.isfile(options.checkpoint):
+        raise CheckpointError(f"checkpoint not found: {options.checkpoint} (check the path)")
+    split_classes(options.data.root, "val")
+    out = os.path.dirname(os.path.abspath(options.eval.predictions)) if options.eval.predictions else None
+    if out is not None and not os.path.isdir(out):
+        raise UserError(f"eval.predictions={options.eval.predictions}: the folder {out} does not exist; create it "
+                        "or write elsewhere")
+
+
 def eval_data_options(data: DataConfig, from_checkpoint: dict[str, Any], overridden: set[str]) -> DataConfig:
     """The checkpoint's evaluation sizes and normalisation, unless the command line set them."""
-    taken = {k: from_checkpoint[k] for k in CHECKPOINT_DATA_KEYS
-             if k in from_checkpoint and f"data.{k}" not in overridden}
-    return dataclasses.replace(data, **taken)
+    taken = {k: tuple(v) if isinstance(v, list) else v for k, v in from_checkpoint.items()
+             if k in CHECKPOINT_DATA_KEYS and f"data.{k}" not in overridden}
+    merged = dataclasses.replace(data, **taken)
+    check_data(merged)  # an overridden crop may not fit the checkpoint's resize
+    return merged
 
 
 def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) -> EvalResult:
@@ -64,13 +79,16 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
     ``overridden``: the keys given on the command line, which win over the checkpoint's.
     """
     info = init_distributed(options.trainer.device)
+    try:
+        check_eval_inputs(options)
+    except UserError:
+        shutdown()
+        raise
     run_dir = broadcast_object(run_dir)
     reporter = Reporter(run_dir, info.is_main, tensorboard=False)
-    t = options.trainer
     try:
         # As the trainer sets up its processes, so that figures and speed match its validation.
-        reporter.info(configure_process(RuntimeSettings(t.seed, info.rank, info.device, t.deterministic,
-                                                        t.host_allocator, local_process_count_from_env())))
+        reporter.info(configure_process(settings_for(options.trainer, info.rank, info.device)))
         ckpt = load_checkpoint_for_eval(options.checkpoint, options.model.name)
         num_classes = options.model.num_classes or ckpt.num_classes
         data = eval_data_options(options.data, ckpt.data, set(overridden))
@@ -80,18 +98,7 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
                 f"{options.checkpoint} predicts {num_classes} classes but {split.root} has {len(split.classes)} "
                 "class folders; evaluate on data with the checkpoint's classes"
             )
-        model = create_model(ckpt.arch, num_classes=num_classes)
-        load_weights(model, ckpt.state)
-        model.to(info.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
-        loader = build_val_loader(split, data, info.rank, info.world_size, pin_memory=info.device.type == "cuda")
-        preprocess = BatchPreprocess(data.mean, data.std, info.device, t.channels_last)
-        with inference_compiler(t.compile):
-            inference_model = fuse_for_inference(model)
-            if t.compile:
-                inference_model = torch.compile(inference_model)
-            result = evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess, num_classes,
-                              info.device, effective_amp(t.amp, info.device),
-                              keep_predictions=bool(options.eval.predictions))
+        result = evaluate_split(options, ckpt, num_classes, data, split, info, reporter)
         if info.is_main:
             write_outputs(options, run_dir, ckpt.arch, split.classes, [p for p, _ in split.samples], result)
         reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
@@ -100,6 +107,22 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
     finally:
         reporter.close()
         shutdown()
+
+
+def evaluate_split(options: EvalConfig, ckpt: LoadedCheckpoint, num_classes: int, data: DataConfig, split: Split,
+                   info: DistInfo, reporter: Reporter) -> EvalResult:
+    """The checkpoint's inference copy (folded, Winograd on the CPU, compiled if asked) over this process's shard."""
+    t = options.trainer
+    model = load_weights(create_model(ckpt.arch, num_classes=num_classes), ckpt.state)
+    model.to(info.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+    loader = build_val_loader(split, data, info.rank, info.world_size, pin_memory=info.device.type == "cuda")
+    preprocess = BatchPreprocess(data.mean, data.std, info.device, t.channels_last)
+    with inference_compiler(t.compile):
+        inference_model = fuse_for_inference(model)
+        if t.compile:
+            inference_model = torch.compile(inference_model)
+        return evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess, num_classes,
+                        info.device, effective_amp(t.amp, info.device), keep_predictions=bool(options.eval.predictions))
 
 
 def write_outputs(options: EvalConfig, run_dir: str, arch: str, classes: list[str], paths: list[str],

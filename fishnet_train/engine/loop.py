@@ -106,21 +106,35 @@ def train_one_epoch(
         p.epoch_step += 1
         if after_step is not None:
             after_step(p)
-        if hasattr(bar, "set_postfix") and p.step % 10 == 0:
+        if p.step % 10 == 0:
             rate = (p.epoch_step - first) * loop.global_batch / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}")
-            reporter.scalars({"train/loss": loss.item(), "train/lr": lr}, p.step)
-        if stop is not None and stop.should_stop(device):
-            save()
-            raise Preempted(f"stopped by signal at epoch {p.epoch + 1}, step {p.epoch_step}; last.pt saved")
-        every = loop.checkpoint_every_steps
-        if every and p.step % every == 0 and p.epoch_step < loop.steps_per_epoch:
-            save()
+            show_progress(bar, reporter, p.step, loss, lr, rate)
+        save_if_due(p, loop, stop, save, device)
     elapsed = time.perf_counter() - started
     done = max(1, p.epoch_step - first)
     mean_loss = all_reduce_mean(loss_sum / done).item()
     return EpochStats(mean_loss, lr, done * loop.global_batch / elapsed, waited / elapsed, p.epoch_step - first,
                       skipped)
+
+
+def show_progress(bar: Iterable, reporter: Reporter, step: int, loss: torch.Tensor, lr: float, rate: float) -> None:
+    """The bar's postfix and TensorBoard's step curves, on rank 0 (reading the loss syncs the device)."""
+    if hasattr(bar, "set_postfix"):
+        value = loss.item()
+        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}")
+        reporter.scalars({"train/loss": value, "train/lr": lr}, step)
+
+
+def save_if_due(p: Progress, loop: LoopOptions, stop: StopRequest | None, save: Callable[[], None],
+                device: torch.device) -> None:
+    """last.pt after a stop signal (then ``Preempted``) or every ``checkpoint_every_steps``
+    within the epoch (its end is the trainer's own save)."""
+    if stop is not None and stop.should_stop(device):
+        save()
+        raise Preempted(f"stopped by signal at epoch {p.epoch + 1}, step {p.epoch_step}; last.pt saved")
+    every = loop.checkpoint_every_steps
+    if every and p.step % every == 0 and p.epoch_step < loop.steps_per_epoch:
+        save()
 
 
 def optimizer_step(parts: StepParts, micro_batches: list, loop: LoopOptions, progress: Progress) -> torch.Tensor | None:

@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from datetime import datetime
 
@@ -25,9 +26,16 @@ class RunDirLock:
     """The held lock of ``run_dir``; ``release`` (or the process's end) frees it."""
 
     def __init__(self, run_dir: str, wait_seconds: float = 0.0, poll_seconds: float = 0.5) -> None:
-        os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, LOCK_FILE)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot create the run directory {run_dir}: {e.strerror}; choose another "
+                            "(hydra.run.dir=...)") from None
+        # Forked children (DataLoader workers) would share the lock and hold it after this
+        # process dies; they close their copy, which leaves this process's lock in place.
+        os.register_at_fork(after_in_child=self._close_in_child)
         deadline = time.monotonic() + wait_seconds
         while not self._try_lock():
             if time.monotonic() >= deadline:
@@ -43,9 +51,17 @@ class RunDirLock:
     def _try_lock(self) -> bool:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
         except BlockingIOError:
             return False
+        except OSError as e:  # a filesystem without flock (some network mounts): run unguarded
+            print(f"warning: cannot lock {self.path} ({e.strerror}); a second run there would not be refused",
+                  file=sys.stderr)
+        return True
+
+    def _close_in_child(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def _holder(self) -> str:
         try:
@@ -56,7 +72,8 @@ class RunDirLock:
             return "another process"
 
     def _write_holder(self) -> None:
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": datetime.now().isoformat(timespec="seconds")}
+        started = datetime.now().isoformat(timespec="seconds")
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": started}
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, json.dumps(info).encode(), 0)
 

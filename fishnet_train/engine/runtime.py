@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from ..config import TrainerConfig
+
 log = logging.getLogger("fishnet_train")
 
 # mallopt() parameters, from glibc's malloc.h.
@@ -33,13 +35,15 @@ class RuntimeSettings:
     seed: int
     rank: int
     device: torch.device
+    host_allocator: str  # keep_freed | system
     deterministic: bool = False
-    host_allocator: str = "keep_freed"  # keep_freed | system
     local_processes: int = 1  # processes of this job sharing this machine's CPU cores
 
 
-def local_process_count_from_env() -> int:
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+def settings_for(trainer: TrainerConfig, rank: int, device: torch.device) -> RuntimeSettings:
+    """A training or evaluation process's settings, from its ``trainer.*`` options."""
+    return RuntimeSettings(trainer.seed, rank, device, trainer.host_allocator, trainer.deterministic,
+                           local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def configure_process(settings: RuntimeSettings) -> str:

@@ -27,7 +27,7 @@ from .distributed import DistInfo, all_gather_objects, broadcast_object, init_di
 from .evaluate import EvalResult, evaluate
 from .loop import EpochStats, LoopOptions, StepHook, StepParts, train_one_epoch
 from .reporting import Reporter, epoch_line
-from .runtime import RuntimeSettings, configure_process, local_process_count_from_env
+from .runtime import configure_process, settings_for
 from .signals import Preempted, StopRequest
 
 
@@ -78,8 +78,7 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
 
 def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter) -> Run:
     t, d = options.trainer, options.data
-    reporter.info(configure_process(RuntimeSettings(t.seed, info.rank, info.device, t.deterministic, t.host_allocator,
-                                                    local_process_count_from_env())))
+    reporter.info(configure_process(settings_for(t, info.rank, info.device)))
     splits = index_data(d, info.is_main, reporter)
     num_classes = resolve_num_classes(options.model.num_classes, splits[0].classes, splits[0].root)
     data = build_data(d, splits, info, t.accum_steps, t.seed, t.channels_last)

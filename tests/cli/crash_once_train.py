@@ -10,7 +10,7 @@ import sys
 
 import hydra
 
-from fishnet_train.cli.common import prepare_hydra
+from fishnet_train.cli.common import check_and_lock
 from fishnet_train.cli.jobs import run_job
 from fishnet_train.engine.trainer import train
 
@@ -31,5 +31,5 @@ if __name__ == "__main__":
     def main(cfg) -> None:
         run_job(cfg, "train.log", functools.partial(train, after_step=hook))
 
-    prepare_hydra("train")
+    lock = check_and_lock("train")  # held until the process ends
     main()

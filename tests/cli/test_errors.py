@@ -5,7 +5,8 @@ import torch
 from fishnet_train.models import FishNet, create_model
 
 from ..helpers import (
-    TINY_FISHNET, TINY_TRAIN, assert_ok, assert_user_error, run_cli, start_training, wait_for_step, write_crafted_pickle,
+    TINY_FISHNET, TINY_TRAIN, assert_ok, assert_user_error, run_cli, start_training, wait_for_step,
+    write_crafted_pickle,
 )
 from ..helpers import train_cli as train
 
@@ -110,6 +111,7 @@ def test_bad_images_error_in_a_loader_worker_is_one_line(image_folder, tmp_path)
     assert_user_error(result, "cannot decode", "broken.jpg", "data.bad_images=skip")
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_directory_is_refused_and_touches_nothing(image_folder, tmp_path):
     run_dir = tmp_path / "run"
     first = start_training(image_folder, run_dir, "trainer.epochs=3", "trainer.checkpoint_every_steps=1")
@@ -124,3 +126,11 @@ def test_a_second_run_on_a_busy_directory_is_refused_and_touches_nothing(image_f
         first.kill()
         first.wait()
     assert_ok(train(image_folder, run_dir, "trainer.epochs=1"))  # the killed run left no stale lock
+
+
+def test_a_bad_pair_of_sweep_values_is_refused_before_any_job_runs(image_folder, tmp_path):
+    result = run_cli("fishnet-train", "-m", *TINY_TRAIN, f"data.root={image_folder}", "data.val_resize=256,64",
+                     "data.val_crop=32,128", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert_user_error(result, "data.val_crop=128 is larger than data.val_resize=64")
+    assert not (tmp_path / "sweep").exists()
+

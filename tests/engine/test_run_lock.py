@@ -19,7 +19,8 @@ time.sleep(float(sys.argv[2]))
 
 
 def hold(run_dir, seconds: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir), str(seconds)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir), str(seconds)], stdout=subprocess.PIPE,
+                            text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -56,3 +57,14 @@ def test_a_restarted_job_waits_for_its_previous_incarnation(tmp_path):
 def test_release_lets_the_next_run_take_the_directory(tmp_path):
     RunDirLock(str(tmp_path)).release()
     RunDirLock(str(tmp_path)).release()
+
+
+def test_forked_children_do_not_keep_the_lock_after_the_holder_dies(tmp_path):
+    # As a DataLoader worker would: the holder forks a child that outlives it.
+    script = _HOLD.replace('print("held", flush=True)', 'import os\nif os.fork() == 0:\n    time.sleep(30)\n'
+                           'print("held", flush=True)')
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), "30"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    RunDirLock(str(tmp_path)).release()  # the orphaned child is still alive, yet the lock is free

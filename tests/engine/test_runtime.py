@@ -40,7 +40,7 @@ def test_kept_memory_is_reused_without_page_faults():
 @glibc_only
 @pytest.mark.parametrize("allocator, kept", [("keep_freed", True), ("system", False)])
 def test_the_host_allocator_option_decides_the_cpu_setting(allocator, kept):
-    setup = f"print(configure_process(RuntimeSettings(0, 0, torch.device('cpu'), host_allocator={allocator!r})))"
+    setup = f"print(configure_process(RuntimeSettings(0, 0, torch.device('cpu'), {allocator!r})))"
     refaults = _refaults(setup)
     assert (refaults < PAGES // 3) if kept else (refaults > PAGES * 0.8)
 

@@ -112,18 +112,18 @@ def test_epoch_figures_equal_an_independent_evaluation_of_the_saved_weights(seve
     assert record["val_loss"] == pytest.approx(F.cross_entropy(logits, targets).item(), rel=5e-3)  # resize rounding
 
 
-def test_a_crash_mid_epoch_with_lighting_and_flips_resumes_bit_identical(image_folder, tmp_path):
+def test_a_crash_mid_epoch_with_lighting_and_flips_resumes_bit_identical(tiny_cfg, tmp_path):
     overrides = ["data.lighting=0.1", "data.hflip=true", "trainer.checkpoint_every_steps=1", "trainer.epochs=2"]
     reference = tmp_path / "reference"
-    train(tiny_options(image_folder, *overrides), str(reference))
+    train(tiny_cfg(*overrides), str(reference))
     run_dir = tmp_path / "crashed"
     crash_step = random.Random(7).randint(5, 7)  # in the second epoch (4 steps each), not at its start
     with pytest.raises(Crash):
-        train(tiny_options(image_folder, *overrides), str(run_dir), after_step=crash_at(crash_step))
+        train(tiny_cfg(*overrides), str(run_dir), after_step=crash_at(crash_step))
     saved = saved_state(run_dir)["progress"]
     assert saved["epoch"] == 1 and saved["epoch_step"] == crash_step - 1 - 4 > 0  # mid-epoch
     steps = []
-    train(tiny_options(image_folder, *overrides), str(run_dir), after_step=step_counter(steps))
+    train(tiny_cfg(*overrides), str(run_dir), after_step=step_counter(steps))
     assert steps == list(range(crash_step, 9))  # it went on from last.pt, not from the start
     a, b = saved_state(reference), saved_state(run_dir)
     assert_same_tensors(a["model"], b["model"])
@@ -207,36 +207,37 @@ def test_fine_tuning_keeps_a_released_backbone_and_replaces_its_classifier(image
     assert tuned["classifier.fc.weight"].shape[0] == 3
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(image_folder, tmp_path):
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"
-    train(tiny_options(image_folder, "trainer.epochs=1"), str(run_dir))
+    train(tiny_cfg("trainer.epochs=1"), str(run_dir))
     before = saved_state(run_dir)
     with pytest.raises(TrainingStopped, match=r"loss became .* \(epoch 2\)"):  # it resumed after epoch 1
-        train(tiny_options(image_folder, "trainer.epochs=2", "optim.lr=1e30", "trainer.clip_grad_norm=null"),
+        train(tiny_cfg("trainer.epochs=2", "optim.lr=1e30", "trainer.clip_grad_norm=null"),
               str(run_dir))
     after = saved_state(run_dir)
     assert after["progress"] == before["progress"]
     assert_same_tensors(before["model"], after["model"])
 
 
-def test_undecodable_files_are_replaced_counted_and_reported_once(image_folder, tmp_path, caplog):
+def test_undecodable_files_are_replaced_counted_and_reported_once(image_folder, tiny_cfg, tmp_path, caplog):
     _, bad = plant_odd_files(image_folder / "train" / "class_0")
     (image_folder / "val" / "class_2" / "broken_val.jpg").write_bytes(b"")
     bad.add("broken_val.jpg")
     files = sum(1 for p in (image_folder / "train").rglob("*") if p.is_file())
     run_dir = tmp_path / "run"
     with caplog.at_level("WARNING"):  # one step of the whole folder per epoch: every file is drawn
-        train(tiny_options(image_folder, f"data.batch_size={files}"), str(run_dir))
+        train(tiny_cfg(f"data.batch_size={files}"), str(run_dir))
     reported = [r.getMessage() for r in caplog.records if "skipped undecodable file" in r.getMessage()]
     names = [line.split("file ")[1].split(":")[0].rsplit("/", 1)[1] for line in reported]
     assert sorted(names) == sorted(bad)  # each bad file, once over both epochs
     assert all(r["skipped_images"] >= len(bad) for r in metrics(run_dir))  # the val file counted once, not per rank
 
 
-def test_options_reach_the_trainer_typed_and_frozen(image_folder):
-    options = tiny_options(image_folder)
+def test_options_reach_the_trainer_typed_and_frozen(tiny_cfg):
+    options = tiny_cfg()
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.trainer.epochs = 5
+    assert isinstance(options.data.mean, tuple) and isinstance(options.schedule.milestones, tuple)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
