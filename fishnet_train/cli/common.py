@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from datetime import datetime
-from typing import Iterator
+from typing import Callable, Iterator
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
@@ -47,6 +47,16 @@ def hydra_subdir(name: str) -> str | None:
     """Where Hydra keeps its own record of the run: rank 0 alone writes it."""
     ranks = env_ranks()
     return None if ranks is not None and ranks[0] != 0 else name
+
+
+def run_app(config_name: str, hydra_main: Callable[[], None]) -> None:
+    """A console script: the command line checked, the run directory locked while Hydra runs the job."""
+    lock = check_and_lock(config_name)
+    try:
+        hydra_main()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def check_and_lock(config_name: str) -> RunDirLock | None:

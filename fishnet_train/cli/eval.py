@@ -6,7 +6,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from .common import check_and_lock
+from .common import run_app
 
 
 def overridden_keys() -> list[str]:
@@ -25,12 +25,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    lock = check_and_lock("eval")  # held while the job runs
-    try:
-        hydra_main()
-    finally:
-        if lock is not None:
-            lock.release()
+    run_app("eval", hydra_main)
 
 
 if __name__ == "__main__":

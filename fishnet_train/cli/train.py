@@ -4,7 +4,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .common import check_and_lock
+from .common import run_app
 
 
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="train")
@@ -18,12 +18,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    lock = check_and_lock("train")  # held while the job runs
-    try:
-        hydra_main()
-    finally:
-        if lock is not None:
-            lock.release()
+    run_app("train", hydra_main)
 
 
 if __name__ == "__main__":
