@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
 from fishnet_train.cli.common import one_line
-from fishnet_train.cli.jobs import user_message
 from fishnet_train.config import EvalConfig, TrainConfig, to_options
 from fishnet_train.engine.evaluator import run_eval
 from fishnet_train.engine.loop import TrainingStopped
@@ -109,7 +108,7 @@ def first_step(progress) -> None:
 
 
 def refused_in_one_line(error: BaseException) -> bool:
-    line = one_line(error) if not isinstance(error, UserError) else user_message(error)
+    line = one_line(error)
     return bool(line.strip()) and "\n" not in line and "Traceback" not in line
 
 

@@ -145,9 +145,10 @@ def planned_world_size(cfg: DictConfig) -> int | None:
 
 
 def one_line(error: BaseException) -> str:
-    """A composition error as one line, from the fields of the exception Hydra or OmegaConf raised."""
+    """An error as one line: a UserError's own message; a composition error from the fields of
+    the exception Hydra or OmegaConf raised."""
     if isinstance(error, UserError):
-        return str(error)
+        return user_message(error)
     if isinstance(error, MissingConfigException) and error.options:
         group = os.path.dirname(error.missing_cfg_file or "")
         return f"no {error.missing_cfg_file!r} config; choose {group}= one of {', '.join(error.options)}"
@@ -167,11 +168,19 @@ def one_line(error: BaseException) -> str:
     return f"{line} (see --help for the keys and groups)"
 
 
+def user_message(error: UserError) -> str:
+    """The error's own line, also when a DataLoader worker raised it: the loader re-raises it in
+    the training process with the worker's whole traceback as its message, the line last."""
+    text = str(error)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def typed_options(cfg: DictConfig) -> Options:
-    """The composed config converted once into its typed, frozen options, and validated."""
+    """The composed config converted once into its typed, frozen options (the jobs check them)."""
     try:
-        options = to_options(cfg)
+        return to_options(cfg)
     except OmegaConfBaseException as e:
         raise UserError(one_line(e)) from None
-    check_options(options)
-    return options

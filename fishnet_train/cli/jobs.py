@@ -19,7 +19,7 @@ from ..engine.runtime import setup_logging
 from ..engine.signals import PREEMPTED_EXIT_CODE, Preempted
 from ..errors import USER_ERROR_EXIT_CODE, UserError
 from ..validation import check_options
-from .common import typed_options
+from .common import one_line, typed_options
 
 INTERRUPTED_EXIT_CODE = 130
 Job = Callable[..., Any]  # job(options, run_dir, *args)
@@ -34,7 +34,7 @@ def exit_codes() -> Iterator[None]:
     except UserError as e:
         if full:
             raise
-        print(f"error: {user_message(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
     except Preempted as e:
         print(f"preempted: {e}; resume with trainer.resume=auto", file=sys.stderr)
@@ -42,16 +42,6 @@ def exit_codes() -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted: checkpoints already written are intact", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
-
-
-def user_message(error: UserError) -> str:
-    """The error's own line, also when a DataLoader worker raised it: the loader re-raises it in
-    the training process with the worker's whole traceback as its message, the line last."""
-    text = str(error)
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        last = text.rstrip().splitlines()[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return text
 
 
 def launch_failed(error: BaseException) -> int:

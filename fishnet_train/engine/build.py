@@ -1,7 +1,6 @@
 """Building the pieces of a training run from its typed options: data, model, optimisation."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -15,22 +14,26 @@ from ..data import (
 )
 from ..errors import UserError
 from ..models import create_model, list_models, load_weights, read_checkpoint
-from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
+from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract_state_dict
 from ..validation import check_batch_split
+from .checkpoint import check_resume_option
 from .distributed import DistInfo, broadcast_object
 from .optim import LrSchedule, build_sgd
 from .reporting import Reporter
 
 
+def check_model_name(name: str | None, how: str = "model=...") -> None:
+    if name not in list_models():
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(list_models())} ({how})")
+
+
 def check_inputs(options: TrainConfig) -> None:
     """What the options name in the model registry and on disk, checked before the data is indexed."""
-    m, t = options.model, options.trainer
-    if m.name not in list_models():
-        raise UserError(f"unknown model {m.name!r}; choose one of {', '.join(list_models())} (model=...)")
-    if m.pretrained and not os.path.isfile(m.pretrained):
-        raise UserError(f"model.pretrained={m.pretrained}: checkpoint not found (check the path)")
-    if t.resume not in (None, "", "null", "none", "auto") and not os.path.isfile(t.resume):
-        raise UserError(f"trainer.resume={t.resume}: no such file (use auto, null or a checkpoint path)")
+    m = options.model
+    check_model_name(m.name)
+    if m.pretrained:
+        check_checkpoint_exists(m.pretrained)
+    check_resume_option(options.trainer.resume)
     train_path, classes, _ = split_classes(options.data.root, "train")
     split_classes(options.data.root, "val")
     resolve_num_classes(m.num_classes, classes, train_path)

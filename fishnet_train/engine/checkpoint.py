@@ -168,9 +168,19 @@ def restore_training_state(
     return Progress(**state["progress"])
 
 
+NO_RESUME = (None, "", "null", "none")
+
+
+def check_resume_option(resume: str | None) -> None:
+    """``trainer.resume`` is auto, null, or a file that exists."""
+    if resume not in NO_RESUME and resume != "auto" and not os.path.isfile(resume):
+        raise UserError(f"trainer.resume={resume}: no such file (use auto, null or a checkpoint path)")
+
+
 def resume_path(resume: str | None, ckpt_dir: str) -> str | None:
     """The checkpoint ``trainer.resume`` names: ``auto`` is the run's own last.pt if there is one."""
-    if resume in (None, "", "null", "none"):
+    check_resume_option(resume)
+    if resume in NO_RESUME:
         return None
     if resume == "auto":
         for stale in glob.glob(os.path.join(ckpt_dir, "*.tmp.*")):
@@ -178,6 +188,4 @@ def resume_path(resume: str | None, ckpt_dir: str) -> str | None:
                 os.remove(stale)  # left by a process killed while saving
         last = os.path.join(ckpt_dir, "last.pt")
         return last if os.path.isfile(last) else None
-    if not os.path.isfile(resume):
-        raise UserError(f"trainer.resume={resume}: no such file (use auto, null or a checkpoint path)")
     return resume

@@ -15,9 +15,9 @@ from ..data import BatchPreprocess, Split, build_val_loader, find_split, split_c
 from ..errors import CheckpointError, UserError
 from ..inference import fuse_for_inference, inference_compiler
 from ..models import create_model, infer_arch, list_models, load_weights, read_checkpoint
-from ..models.weights import CLASSIFIER_PREFIX, extract_state_dict
-from ..validation import check_data
-from .build import effective_amp
+from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract_state_dict
+from ..validation import check_data, check_options
+from .build import check_model_name, effective_amp
 from .checkpoint import FORMAT
 from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from .evaluate import EvalResult, evaluate
@@ -51,12 +51,9 @@ def load_checkpoint_for_eval(path: str, arch: str | None) -> LoadedCheckpoint:
 
 def check_eval_inputs(options: EvalConfig) -> None:
     """What the options name in the registry and on disk, checked before anything is read."""
-    name = options.model.name
-    if name is not None and name not in list_models():
-        raise UserError(f"unknown model {name!r}; choose one of {', '.join(list_models())} (model.name=...), "
-                        "or null to take the checkpoint's")
-    if not os.path.isfile(options.checkpoint):
-        raise CheckpointError(f"checkpoint not found: {options.checkpoint} (check the path)")
+    if options.model.name is not None:
+        check_model_name(options.model.name, "model.name=..., or null to take the checkpoint's")
+    check_checkpoint_exists(options.checkpoint)
     split_classes(options.data.root, "val")
     out = os.path.dirname(os.path.abspath(options.eval.predictions)) if options.eval.predictions else None
     if out is not None and not os.path.isdir(out):
@@ -80,6 +77,7 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
     """
     info = init_distributed(options.trainer.device)
     try:
+        check_options(options, info.world_size)
         check_eval_inputs(options)
     except UserError:
         shutdown()

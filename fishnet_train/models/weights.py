@@ -19,11 +19,15 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.comp
 _SHOWN = 5
 
 
+def check_checkpoint_exists(path: str | os.PathLike) -> None:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {os.fspath(path)} (check the path)")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``: tensors and plain containers, never code."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path} (check the path)")
+    check_checkpoint_exists(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
