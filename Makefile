@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # pip picks the newest torch it may use; on machines with a local cap this is a local file.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow fuzz bench clean
+.PHONY: install demo lint test test-slow fuzz bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
+
+# Static checks (settings in setup.cfg): flake8, then mypy on fishnet_train/ (about 25 s).
+lint: $(STAMP)
+	$(PY) -m flake8 fishnet_train hubconf.py tools tests
+	$(PY) -m mypy
 
 # The suite without the slow tests (multi-process runs, compiling, the wheel install): under 5 minutes.
 test: $(STAMP)

@@ -21,7 +21,10 @@ class ModelConfig:
     num_classes: Optional[int] = 1000  # null = the dataset's (train) or the checkpoint's (eval)
     drop_rate: float = 0.0
     grad_checkpointing: bool = False
-    pretrained: Optional[str] = None  # weights only: ours or released, classifier skipped if classes differ
+    classifier_init: str = "auto"  # auto | released | zeros (see models/fishnet.py)
+    # weights only: ours, released or safetensors; the classifier is skipped if the class counts differ
+    pretrained: Optional[str] = None
+    freeze_backbone: bool = False  # linear probe: only the final 1x1 classifier trains
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     decay_norm_and_bias: bool = True  # the paper decays ALL parameters
+    backbone_lr_scale: float = 1.0  # fine-tuning: the backbone's rate is optim.lr times this (classifier: optim.lr)
 
 
 @dataclass(frozen=True)
@@ -113,14 +117,48 @@ class EvalConfig:
     eval: EvalOptions = field(default_factory=EvalOptions)
 
 
-Options = Union[TrainConfig, EvalConfig]
+@dataclass(frozen=True)
+class PredictOptions:
+    topk: int = 5
+    output: Optional[str] = None  # .csv or .jsonl: one row per image
+
+
+# The apps that only read a model: data.root is not used (inputs= names the images); the data keys give
+# the evaluation transform, by default the checkpoint's.
+_NO_ROOT = "(unused)"
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    checkpoint: str = MISSING
+    inputs: str = MISSING  # an image, a folder (searched recursively) or a glob
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name=None, num_classes=None))
+    data: DataConfig = field(default_factory=lambda: DataConfig(root=_NO_ROOT, batch_size=32, workers=2))
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    predict: PredictOptions = field(default_factory=PredictOptions)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str = MISSING
+    format: str = "safetensors"  # safetensors | onnx | torch_export
+    output: str = MISSING
+    opset: int = 18  # ONNX opset
+    check: bool = True  # run the exported file and compare its outputs with the PyTorch model's
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name=None, num_classes=None))
+    data: DataConfig = field(default_factory=lambda: DataConfig(root=_NO_ROOT, batch_size=2, workers=0))
+
+
+Options = Union[TrainConfig, EvalConfig, PredictConfig, ExportConfig]
 
 
 def register_configs() -> None:
-    """Make the schemas available to the YAML defaults lists (``train_schema``, ``eval_schema``)."""
+    """Make the schemas available to the YAML defaults lists (``train_schema``, ``eval_schema``, ...)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=_editable(TrainConfig))
     cs.store(name="eval_schema", node=_editable(EvalConfig))
+    cs.store(name="predict_schema", node=_editable(PredictConfig))
+    cs.store(name="export_schema", node=_editable(ExportConfig))
 
 
 def _editable(schema: type) -> DictConfig:
@@ -146,7 +184,7 @@ def to_options(cfg: DictConfig) -> Options:
 
 
 def _frozen(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = dataclasses.fields(value)
         return dataclasses.replace(value, **{f.name: _frozen(getattr(value, f.name)) for f in fields})
     return tuple(value) if isinstance(value, list) else value

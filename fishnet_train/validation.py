@@ -8,19 +8,30 @@ the data is indexed (``engine.build.check_inputs``).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NoReturn, Optional, Sequence
 
-from .config import DataConfig, ModelConfig, OptimConfig, Options, ScheduleConfig, TrainConfig, TrainerConfig
+from .config import (
+    DataConfig, ExportConfig, ModelConfig, OptimConfig, Options, PredictConfig, PredictOptions, ScheduleConfig,
+    TrainConfig, TrainerConfig,
+)
 from .errors import UserError
 MIN_INPUT_SIZE = 32  # models.fishnet.MIN_INPUT_SIZE (a test checks); here so that checks need no torch
+MAX_INPUT_SIZE = 8192  # beyond any image a FishNet is trained on; torch's resize overflows far above it
 MAX_SEED = 2**63 - 1
+CLASSIFIER_INITS = ("auto", "released", "zeros")  # models.fishnet.CLASSIFIER_INITS (a test checks)
+PREDICTION_FORMATS = (".csv", ".jsonl")
+EXPORT_SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torch_export": ".pt2"}
+MIN_ONNX_OPSET = 18  # torch's ONNX exporter (torch.export-based) writes opset 18 and later
 
 
 def check_options(options: Options, world_size: Optional[int] = None) -> None:
     """All checks; ``world_size``, where already known, also checks that the batch splits."""
-    check_model(options.model, train=isinstance(options, TrainConfig))
-    check_data(options.data)
-    check_trainer(options.trainer)
+    train = isinstance(options, TrainConfig)
+    check_model(options.model, train)
+    # The other apps take the evaluation sizes from the checkpoint: they check the merged sizes.
+    check_data(options.data, val_sizes=train)
+    if not isinstance(options, ExportConfig):
+        check_trainer(options.trainer)
     if isinstance(options, TrainConfig):
         check_optim(options.optim)
         check_schedule(options.schedule, options.optim, options.trainer.epochs)
@@ -28,9 +39,13 @@ def check_options(options: Options, world_size: Optional[int] = None) -> None:
         if world_size is not None:
             check_batch_split(options.data.batch_size, world_size, options.trainer.accum_steps)
             check_batch_norm_sizes(options.data, options.data.batch_size // (world_size * options.trainer.accum_steps))
+    elif isinstance(options, PredictConfig):
+        check_predict(options.predict)
+    elif isinstance(options, ExportConfig):
+        check_export(options)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
@@ -76,9 +91,10 @@ def check_model(m: ModelConfig, train: bool) -> None:
         fail("model.name must be set (model=fishnet99|fishnet150|fishnet201)")
     check_positive("model.num_classes", m.num_classes, optional=True, hint=" (null: the data's class count)")
     check_unit_interval("model.drop_rate", m.drop_rate)
+    check_choice("model.classifier_init", m.classifier_init, CLASSIFIER_INITS)
 
 
-def check_data(d: DataConfig) -> None:
+def check_data(d: DataConfig, val_sizes: bool = True) -> None:
     check_positive("data.batch_size", d.batch_size)
     check_positive("data.eval_batch_size", d.eval_batch_size, optional=True, hint=" (null: data.batch_size)")
     if d.workers < 0:
@@ -88,7 +104,9 @@ def check_data(d: DataConfig) -> None:
         if size < MIN_INPUT_SIZE:
             fail(f"data.{key}={size} is below FishNet's smallest input ({MIN_INPUT_SIZE} px); "
                  f"use {MIN_INPUT_SIZE} or more")
-    if d.val_crop > d.val_resize:
+        if size > MAX_INPUT_SIZE:
+            fail(f"data.{key}={size} is larger than {MAX_INPUT_SIZE} px; use a size up to {MAX_INPUT_SIZE}")
+    if val_sizes and d.val_crop > d.val_resize:
         fail(f"data.val_crop={d.val_crop} is larger than data.val_resize={d.val_resize}, the shorter side it is "
              "cropped from; lower data.val_crop or raise data.val_resize")
     check_pair("data.crop_scale", d.crop_scale, high=1.0)
@@ -99,13 +117,13 @@ def check_data(d: DataConfig) -> None:
     check_choice("data.bad_images", d.bad_images, ("skip", "error"))
 
 
-def check_pair(key: str, pair: list[float], high: float = math.inf) -> None:
+def check_pair(key: str, pair: Sequence[float], high: float = math.inf) -> None:
     if len(pair) != 2 or not all(math.isfinite(v) for v in pair) or not 0 < pair[0] <= pair[1] <= high:
         limit = f" <= {high:g}" if high != math.inf else ""
         fail(f"{key} must be [low, high] with 0 < low <= high{limit}, got {list(pair)}")
 
 
-def check_channels(key: str, values: list[float], positive: bool) -> None:
+def check_channels(key: str, values: Sequence[float], positive: bool) -> None:
     if len(values) != 3:
         fail(f"{key} needs one value per RGB channel (3), got {len(values)}: {list(values)}")
     if not all(math.isfinite(v) and (v > 0 or not positive) for v in values):
@@ -117,6 +135,7 @@ def check_optim(o: OptimConfig) -> None:
     check_number("optim.lr", o.lr, 0.0)
     check_number("optim.momentum", o.momentum, 0.0, 1.0, high_open=True)
     check_number("optim.weight_decay", o.weight_decay, 0.0)
+    check_number("optim.backbone_lr_scale", o.backbone_lr_scale, 0.0)
     if o.nesterov and o.momentum == 0:
         fail("optim.nesterov=true needs momentum; set optim.momentum above 0 or optim.nesterov=false")
 
@@ -135,7 +154,7 @@ def check_schedule(s: ScheduleConfig, o: OptimConfig, epochs: int) -> None:
         check_number("schedule.min_lr", s.min_lr, 0.0, o.lr if math.isfinite(o.lr) else math.inf)
 
 
-def check_milestones(milestones: list[int], epochs: int) -> None:
+def check_milestones(milestones: Sequence[int], epochs: int) -> None:
     if any(m <= 0 for m in milestones) or list(milestones) != sorted(set(milestones)):
         fail(f"schedule.milestones must be increasing positive epochs, got {list(milestones)}")
     late = [m for m in milestones if m >= epochs]
@@ -163,6 +182,23 @@ def check_trainer(t: TrainerConfig) -> None:
     check_positive("trainer.eval_every", t.eval_every)
     check_positive("trainer.max_steps_per_epoch", t.max_steps_per_epoch, optional=True, hint=" (null: no cap)")
     check_choice("trainer.host_allocator", t.host_allocator, ("keep_freed", "system"))
+
+
+def check_predict(p: PredictOptions) -> None:
+    check_positive("predict.topk", p.topk)
+    if p.output is not None and not p.output.endswith(PREDICTION_FORMATS):
+        fail(f"predict.output={p.output} must end in .csv or .jsonl (the format is chosen by the suffix)")
+
+
+def check_export(e: ExportConfig) -> None:
+    check_choice("format", e.format, EXPORT_SUFFIXES)
+    suffix = EXPORT_SUFFIXES[e.format]
+    if not e.output.endswith(suffix):
+        fail(f"output={e.output}: a {e.format} export is named *{suffix} (it is read back by its suffix); "
+             f"e.g. output=model{suffix}")
+    if e.opset < MIN_ONNX_OPSET:
+        fail(f"opset={e.opset} is below {MIN_ONNX_OPSET}, the oldest that torch's ONNX exporter writes; "
+             f"use opset={MIN_ONNX_OPSET} or later")
 
 
 def check_batch_norm_sizes(d: DataConfig, micro_batch: int) -> None:

@@ -29,17 +29,36 @@ TINY_TRAIN = [
 ]
 
 
-def compose_train(*overrides: str):
-    """The real ``fishnet-train`` config, composed as the app composes it."""
+def compose_app(config_name: str, *overrides: str):
+    """The real config of a console script (``train``, ``eval``, ``predict``, ``export``), composed as it does."""
     register_configs()
     with initialize_config_module("fishnet_train.conf", version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose(config_name, overrides=list(overrides))
+
+
+def compose_train(*overrides: str):
+    return compose_app("train", *overrides)
 
 
 def compose_eval(*overrides: str):
-    register_configs()
-    with initialize_config_module("fishnet_train.conf", version_base="1.3"):
-        return compose("eval", overrides=list(overrides))
+    return compose_app("eval", *overrides)
+
+
+def compose_predict(*overrides: str):
+    return compose_app("predict", *overrides)
+
+
+def compose_export(*overrides: str):
+    return compose_app("export", *overrides)
+
+
+def eval_in_process(checkpoint: Path, data: Path, out: Path, *overrides: str):
+    """``fishnet-eval`` of ``checkpoint`` on ``data`` as the console script runs it, in this process."""
+    from fishnet_train.engine.evaluator import run_eval
+
+    options = to_options(compose_eval(f"checkpoint={checkpoint}", f"data.root={data}", "data.workers=0", *overrides))
+    out.mkdir(parents=True)
+    return run_eval(options, str(out), overridden=[o.split("=", 1)[0] for o in overrides])
 
 
 def tiny_options(data: Path, *overrides: str) -> TrainConfig:

@@ -36,6 +36,7 @@ def fuzz(examples: int) -> settings:
     return settings(max_examples=int(examples * SCALE), deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
+
 NUMBERS = ["-1", "0", "1e-9", "0.1", "0.5", "0.999", "1", "1.5", "3", "100", "nan", "inf", "-inf", "-0.0"]
 INTEGERS = ["-1", "0", "1", "2", "3", "5", "7", "31", "32", "33", "48", "9223372036854775808"]
 WRONG = ["x", "[]", "[1,2]", "{a: 1}", "''"]
@@ -44,6 +45,7 @@ SPECIAL = {  # keys whose useful values are few, or which are slow at large valu
     "data.bad_images": ["skip", "error", "ignore"],
     "model.name": ["fishnet99", "fishnet42", "null"],
     "model.pretrained": ["null", "/nonexistent/w.pt"],
+    "model.classifier_init": ["auto", "released", "zeros", "xavier"],
     "schedule.name": ["step", "cosine", "linear"],
     "schedule.milestones": ["[]", "[1]", "[1,2]", "[2,1]", "[0]", "[1,1]", "[30,60,90]", "3"],
     "optim.name": ["sgd", "adam"],
@@ -158,7 +160,7 @@ def fuzz_checkpoint(fuzz_data, tmp_path_factory):
 @fuzz(80)
 @given(overrides=overrides_from(EVAL_KEYS))
 def test_a_drawn_eval_config_is_refused_in_one_line_or_evaluates(overrides, fuzz_data, fuzz_checkpoint,
-                                                                   tmp_path_factory):
+                                                                 tmp_path_factory):
     try:
         options = to_options(compose_eval(f"checkpoint={fuzz_checkpoint}", f"data.root={fuzz_data}",
                                           "trainer.device=cpu", "data.workers=0", *overrides))

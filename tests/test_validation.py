@@ -3,9 +3,9 @@ import pytest
 
 from fishnet_train.config import to_options
 from fishnet_train.errors import UserError
-from fishnet_train.validation import MIN_INPUT_SIZE, check_options
+from fishnet_train.validation import CLASSIFIER_INITS, MIN_INPUT_SIZE, check_options
 
-from .helpers import compose_eval, compose_train
+from .helpers import compose_eval, compose_export, compose_predict, compose_train
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -13,6 +13,7 @@ from .helpers import compose_eval, compose_train
     (["optim.lr=-0.1"], "optim.lr must be zero or more"),
     (["optim.nesterov=true", "optim.momentum=0"], "optim.nesterov=true needs momentum"),
     (["data.train_crop=31"], "data.train_crop=31 is below FishNet's smallest input"),
+    (["data.train_crop=9223372036854775808"], "data.train_crop=9223372036854775808 is larger than 8192 px"),
     (["data.val_crop=300"], "data.val_crop=300 is larger than data.val_resize=256"),
     (["data.mean=[0.5,0.5]"], r"data.mean needs one value per RGB channel \(3\)"),
     (["data.std=[0.2,0,0.2]"], "data.std must be positive"),
@@ -32,6 +33,8 @@ from .helpers import compose_eval, compose_train
     (["model.num_classes=0"], "model.num_classes must be positive or null"),
     (["model.drop_rate=1"], "model.drop_rate must be in"),
     (["trainer.host_allocator=jemalloc"], "trainer.host_allocator='jemalloc' is not one of keep_freed, system"),
+    (["model.classifier_init=xavier"], "model.classifier_init='xavier' is not one of auto, released, zeros"),
+    (["optim.backbone_lr_scale=-0.1"], "optim.backbone_lr_scale must be zero or more"),
 ])
 def test_train_values_that_cannot_be_meant_are_refused(overrides, message):
     with pytest.raises(UserError, match=message):
@@ -45,13 +48,40 @@ def test_a_batch_that_does_not_split_over_the_known_processes_is_refused():
         check_options(options, world_size=2)
 
 
-def test_eval_options_are_checked_too():
-    with pytest.raises(UserError, match="data.val_crop=64 is larger than data.val_resize=48"):
-        check_options(to_options(compose_eval("checkpoint=x.pt", "data.root=/d", "data.val_resize=48",
-                                              "data.val_crop=64")))
+def test_eval_options_are_checked_too_but_the_sizes_once_merged_with_the_checkpoints():
+    with pytest.raises(UserError, match="data.batch_size must be positive"):
+        check_options(to_options(compose_eval("checkpoint=x.pt", "data.root=/d", "data.batch_size=0")))
+    # The checkpoint's crop may be smaller: engine.trained_model.inference_data checks the merged sizes.
+    check_options(to_options(compose_eval("checkpoint=x.pt", "data.root=/d", "data.val_resize=48")))
 
 
-def test_the_smallest_input_is_the_models():
+def test_the_smallest_input_and_the_classifier_inits_are_the_models():
+    from fishnet_train.models.fishnet import CLASSIFIER_INITS as model_inits
     from fishnet_train.models.fishnet import MIN_INPUT_SIZE as model_minimum
 
-    assert MIN_INPUT_SIZE == model_minimum
+    assert MIN_INPUT_SIZE == model_minimum and CLASSIFIER_INITS == model_inits
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["predict.topk=0"], "predict.topk must be positive"),
+    (["predict.output=out.txt"], "predict.output=out.txt must end in .csv or .jsonl"),
+])
+def test_predict_values_are_checked(overrides, message):
+    with pytest.raises(UserError, match=message):
+        check_options(to_options(compose_predict("checkpoint=x.pt", "inputs=img", *overrides)))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["format=tflite", "output=m.tflite"], "format='tflite' is not one of safetensors, onnx, torch_export"),
+    (["format=onnx", "output=m.bin"], r"output=m.bin: a onnx export is named \*.onnx .* e.g. output=model.onnx"),
+    (["output=m.pt"], r"a safetensors export is named \*.safetensors"),
+    (["format=onnx", "output=m.onnx", "opset=17"], "opset=17 is below 18"),
+])
+def test_export_values_are_checked(overrides, message):
+    with pytest.raises(UserError, match=message):
+        check_options(to_options(compose_export("checkpoint=x.pt", *overrides)))
+
+
+def test_export_and_predict_defaults_pass():
+    check_options(to_options(compose_export("checkpoint=x.pt", "output=m.safetensors")))
+    check_options(to_options(compose_predict("checkpoint=x.pt", "inputs=img", "predict.output=p.jsonl")))

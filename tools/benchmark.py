@@ -32,7 +32,8 @@ def print_table(title: str, rows: dict) -> None:
     for name, value in rows.items():
         base = value.get("reference", value.get("eager")) if isinstance(value, dict) else None
         if base is not None and "ours" in value:
-            print(f"  {name:<10} ours {value['ours']:10.1f}   reference {base:10.1f}   speed-up {value['ours'] / base:5.2f}x")
+            print(f"  {name:<10} ours {value['ours']:10.1f}   reference {base:10.1f}   "
+                  f"speed-up {value['ours'] / base:5.2f}x")
         elif isinstance(value, dict):
             print(f"  {name:<10} " + "   ".join(f"{k} {v:.1f}" for k, v in value.items()))
         else:

@@ -17,7 +17,8 @@ def stage_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, tup
     shapes: list[tuple[str, tuple[int, ...]]] = []
     stages = [("stem", model.stem)]
     stages += [(f"tail.{i}", m) for i, m in enumerate(model.tail)] + [("bridge", model.bridge)]
-    stages += [(f"body.{i}", m) for i, m in enumerate(model.body)] + [(f"head.{i}", m) for i, m in enumerate(model.head)]
+    stages += [(f"body.{i}", m) for i, m in enumerate(model.body)]
+    stages += [(f"head.{i}", m) for i, m in enumerate(model.head)]
     stages += [("classifier", model.classifier)]
     hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: shapes.append((name, tuple(out.shape))))
              for name, m in stages]

@@ -106,7 +106,8 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
         if not complete or flags.multirun or (env_ranks() or (0,))[0] != 0:
             return None
         hydra_cfg = compose(config_name, overrides=list(flags.overrides), return_hydra_config=True)
-    if "${now:" in OmegaConf.to_container(hydra_cfg.hydra.run, resolve=False)["dir"]:
+    run = OmegaConf.to_container(hydra_cfg.hydra.run, resolve=False)
+    if isinstance(run, dict) and "${now:" in str(run["dir"]):
         return None  # a new directory each second, resolved anew by Hydra: nothing to lock
     return str(hydra_cfg.hydra.run.dir)
 
@@ -152,7 +153,7 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, MissingConfigException) and error.options:
         group = os.path.dirname(error.missing_cfg_file or "")
         return f"no {error.missing_cfg_file!r} config; choose {group}= one of {', '.join(error.options)}"
-    cause = error
+    cause: BaseException | None = error
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__ or cause.__context__
     head = str(error).splitlines()[0].rstrip(".")
@@ -176,6 +177,15 @@ def user_message(error: UserError) -> str:
         last = text.rstrip().splitlines()[-1]
         return last.split(": ", 1)[1] if ": " in last else last
     return text
+
+
+def overridden_keys() -> list[str]:
+    """Keys given on the command line: they win over the sizes a checkpoint carries."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return [o.key_or_group for o in overrides]
 
 
 def typed_options(cfg: DictConfig) -> Options:

@@ -2,17 +2,9 @@
 from __future__ import annotations
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from .common import run_app
-
-
-def overridden_keys() -> list[str]:
-    """Keys given on the command line: they win over the sizes a checkpoint carries."""
-    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
-    return [o.key_or_group for o in overrides]
+from .common import overridden_keys, run_app
 
 
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="eval")

@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
-from ..config import Options
+from ..config import EvalConfig, Options, TrainConfig
 from ..engine.distributed import launch_local, local_process_count
 from ..engine.launch_env import env_ranks
 from ..engine.run_lock import RunDirLock, restart_wait_seconds
@@ -56,9 +56,11 @@ def launch_failed(error: BaseException) -> int:
 
 
 def run_job(cfg: DictConfig, log_name: str, job: Job, *job_args: Any,
-            precheck: Callable[[Options], Any] | None = None) -> None:
-    """Run ``job(options, run_dir, *job_args)`` in this process, or in ``trainer.devices`` local
-    processes started by the elastic launcher (unless a launcher already started us)."""
+            precheck: Callable[[Any], Any] | None = None, multi_process: bool = True,
+            log_to_stderr: bool = False) -> None:
+    """Run ``job(options, run_dir, *job_args)`` in this process, or (``multi_process``) in
+    ``trainer.devices`` local processes started by the elastic launcher (unless a launcher already started us).
+    ``log_to_stderr``: the job's own output is stdout (fishnet-predict's table), so the log goes to stderr."""
     run_dir = HydraConfig.get().runtime.output_dir
     ranks = env_ranks()
     main_process = ranks is None or ranks[0] == 0
@@ -67,9 +69,12 @@ def run_job(cfg: DictConfig, log_name: str, job: Job, *job_args: Any,
     with exit_codes(), contextlib.ExitStack() as held:
         if sweep:
             held.callback(RunDirLock(run_dir, restart_wait_seconds()).release)
-        setup_logging(os.path.join(run_dir, log_name) if main_process else None)
+        setup_logging(os.path.join(run_dir, log_name) if main_process else None,
+                      sys.stderr if log_to_stderr else None)
         options = typed_options(cfg)
-        nprocs = local_process_count(str(options.trainer.devices), options.trainer.device)
+        nprocs = 1
+        if multi_process and isinstance(options, (TrainConfig, EvalConfig)):
+            nprocs = local_process_count(str(options.trainer.devices), options.trainer.device)
         if nprocs > 1 and ranks is None:
             check_options(options, world_size=nprocs)  # fail here, not in N workers
             if precheck is not None:

@@ -76,7 +76,7 @@ def load_rgb(path: str) -> torch.Tensor:
     """Decode fully to a (3, H, W) uint8 RGB tensor; raises one of DECODE_ERRORS if it cannot."""
     if decode_jpeg is not None:
         data = np.fromfile(path, dtype=np.uint8)
-        frame = jpeg_frame(memoryview(data))
+        frame = jpeg_frame(memoryview(data.data))
         if frame is not None and frame[2] in _FAST_COMPONENTS:
             _check_pixels(frame[0], frame[1])
             return _decode_jpeg(torch.from_numpy(data))

@@ -13,7 +13,7 @@ from ..data import (
     split_classes,
 )
 from ..errors import UserError
-from ..models import create_model, list_models, load_weights, read_checkpoint
+from ..models import FishNet, create_model, list_models, load_weights, read_checkpoint
 from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract_state_dict
 from ..validation import check_batch_split
 from .checkpoint import check_resume_option
@@ -61,14 +61,15 @@ def resolve_num_classes(configured: int | None, classes: list[str], root: str) -
     return configured
 
 
-def build_model(options: ModelConfig, num_classes: int) -> nn.Module:
+def build_model(options: ModelConfig, num_classes: int) -> FishNet:
     """The configured model (its name was checked by ``check_inputs``)."""
+    assert options.name is not None  # validation.check_model
     return create_model(options.name, num_classes=num_classes, drop_rate=options.drop_rate,
-                        grad_checkpointing=options.grad_checkpointing)
+                        grad_checkpointing=options.grad_checkpointing, classifier_init=options.classifier_init)
 
 
 def load_pretrained(model: nn.Module, path: str) -> bool:
-    """Weights only, ours or released; returns whether the classifier was left as initialised
+    """Weights only: ours, released or safetensors; returns whether the classifier was left as initialised
     (the file's has another class count)."""
     state = extract_state_dict(read_checkpoint(path))
     fc = state.get(CLASSIFIER_PREFIX + "weight")
@@ -79,7 +80,7 @@ def load_pretrained(model: nn.Module, path: str) -> bool:
 
 def build_optimizer(model: nn.Module, options: OptimConfig) -> torch.optim.Optimizer:
     return build_sgd(model, options.lr, options.momentum, options.weight_decay, options.nesterov,
-                     options.decay_norm_and_bias)
+                     options.decay_norm_and_bias, options.backbone_lr_scale)
 
 
 def build_schedule(optim: OptimConfig, schedule: ScheduleConfig, steps_per_epoch: int, epochs: int) -> LrSchedule:

@@ -43,7 +43,7 @@ def save_atomic(obj: dict[str, Any], path: str) -> None:
     the write takes effect once it is done: torch's zip writer, interrupted halfway, raises an
     error of its own that would hide the interrupt.
     """
-    _write_atomic(path, lambda f: torch.save(obj, f))
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def copy_atomic(source: str, path: str) -> None:
@@ -52,10 +52,11 @@ def copy_atomic(source: str, path: str) -> None:
         with open(source, "rb") as src:
             shutil.copyfileobj(src, f)
 
-    _write_atomic(path, copy)
+    write_atomic(path, copy)
 
 
-def _write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str, write: Callable[[BinaryIO], object]) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync, rename over it (see ``save_atomic``)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"  # resume_path clears these if a process dies mid-write
@@ -119,7 +120,7 @@ def training_state(
     progress: Progress,
     config: dict,
     rng_states: list[dict],
-    arch: str,
+    arch: str | None,
     num_classes: int,
     classes: list[str],
     world_size: int,
@@ -160,7 +161,17 @@ def restore_training_state(
     """Load model, optimiser, scaler and (same world size only) this rank's RNG state."""
 
     load_weights(model, state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as e:
+        raise CheckpointError(
+            f"the checkpoint's optimizer state does not fit this run's parameter groups ({e}): "
+            "optim.backbone_lr_scale, model.freeze_backbone or optim.decay_norm_and_bias changed since it was saved; "
+            "set them back, or start from its weights with model.pretrained=<checkpoint> trainer.resume=null"
+        ) from None
+    for group, scale in zip(optimizer.param_groups, scales):
+        group["lr_scale"] = scale  # the configured rate scale, not the one saved
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     if state.get("world_size") == world_size and rank < len(state["rng"]):

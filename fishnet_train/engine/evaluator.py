@@ -2,51 +2,26 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable, cast
 
 import torch
+from torch import nn
 
 from ..config import DataConfig, EvalConfig
 from ..data import BatchPreprocess, Split, build_val_loader, find_split, split_classes
-from ..errors import CheckpointError, UserError
+from ..errors import UserError
 from ..inference import fuse_for_inference, inference_compiler
-from ..models import create_model, infer_arch, list_models, load_weights, read_checkpoint
-from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract_state_dict
-from ..validation import check_data, check_options
+from ..models import FishNet
+from ..models.weights import check_checkpoint_exists
+from ..validation import check_options
 from .build import check_model_name, effective_amp
-from .checkpoint import FORMAT
 from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from .evaluate import EvalResult, evaluate
 from .reporting import Reporter
 from .runtime import configure_process, settings_for
-
-# Data settings a training checkpoint carries, used unless given on the command line.
-CHECKPOINT_DATA_KEYS = ("val_resize", "val_crop", "mean", "std")
-
-
-@dataclass(frozen=True)
-class LoadedCheckpoint:
-    arch: str
-    num_classes: int
-    state: dict[str, torch.Tensor]
-    data: dict[str, Any]  # the training run's data options (empty for released files)
-
-
-def load_checkpoint_for_eval(path: str, arch: str | None) -> LoadedCheckpoint:
-    raw = read_checkpoint(path)
-    state = extract_state_dict(raw)
-    if CLASSIFIER_PREFIX + "weight" not in state:
-        raise CheckpointError(
-            f"{path} has no classifier weights ({CLASSIFIER_PREFIX}weight); is it a FishNet checkpoint?")
-    saved_arch = raw.get("arch") if isinstance(raw.get("arch"), str) else None
-    if arch is None:
-        arch = saved_arch if saved_arch in list_models() else infer_arch(state)
-    data = raw["config"].get("data", {}) if raw.get("format") == FORMAT and isinstance(raw.get("config"), dict) else {}
-    return LoadedCheckpoint(arch, state[CLASSIFIER_PREFIX + "weight"].shape[0], state, data)
+from .trained_model import build_trained_model, check_same_classes, inference_data, load_checkpoint
 
 
 def check_eval_inputs(options: EvalConfig) -> None:
@@ -59,15 +34,6 @@ def check_eval_inputs(options: EvalConfig) -> None:
     if out is not None and not os.path.isdir(out):
         raise UserError(f"eval.predictions={options.eval.predictions}: the folder {out} does not exist; create it "
                         "or write elsewhere")
-
-
-def eval_data_options(data: DataConfig, from_checkpoint: dict[str, Any], overridden: set[str]) -> DataConfig:
-    """The checkpoint's evaluation sizes and normalisation, unless the command line set them."""
-    taken = {k: tuple(v) if isinstance(v, list) else v for k, v in from_checkpoint.items()
-             if k in CHECKPOINT_DATA_KEYS and f"data.{k}" not in overridden}
-    merged = dataclasses.replace(data, **taken)
-    check_data(merged)  # an overridden crop may not fit the checkpoint's resize
-    return merged
 
 
 def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) -> EvalResult:
@@ -87,16 +53,12 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
     try:
         # As the trainer sets up its processes, so that figures and speed match its validation.
         reporter.info(configure_process(settings_for(options.trainer, info.rank, info.device)))
-        ckpt = load_checkpoint_for_eval(options.checkpoint, options.model.name)
-        num_classes = options.model.num_classes or ckpt.num_classes
-        data = eval_data_options(options.data, ckpt.data, set(overridden))
+        ckpt = load_checkpoint(options.checkpoint, options.model.name)
+        data = inference_data(options.data, ckpt, set(overridden))
         split = find_split(data.root, "val")
-        if len(split.classes) != num_classes:
-            raise UserError(
-                f"{options.checkpoint} predicts {num_classes} classes but {split.root} has {len(split.classes)} "
-                "class folders; evaluate on data with the checkpoint's classes"
-            )
-        result = evaluate_split(options, ckpt, num_classes, data, split, info, reporter)
+        check_same_classes(ckpt, split.classes, split.root)
+        model = build_trained_model(ckpt, options.model.num_classes)
+        result = evaluate_split(options, model, data, split, info, reporter)
         if info.is_main:
             write_outputs(options, run_dir, ckpt.arch, split.classes, [p for p, _ in split.samples], result)
         reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
@@ -107,19 +69,18 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         shutdown()
 
 
-def evaluate_split(options: EvalConfig, ckpt: LoadedCheckpoint, num_classes: int, data: DataConfig, split: Split,
-                   info: DistInfo, reporter: Reporter) -> EvalResult:
-    """The checkpoint's inference copy (folded, Winograd on the CPU, compiled if asked) over this process's shard."""
+def evaluate_split(options: EvalConfig, model: FishNet, data: DataConfig, split: Split, info: DistInfo,
+                   reporter: Reporter) -> EvalResult:
+    """The model's inference copy (folded, Winograd on the CPU, compiled if asked) over this process's shard."""
     t = options.trainer
-    model = load_weights(create_model(ckpt.arch, num_classes=num_classes), ckpt.state)
-    model.to(info.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+    model.to(info.device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
     loader = build_val_loader(split, data, info.rank, info.world_size, pin_memory=info.device.type == "cuda")
     preprocess = BatchPreprocess(data.mean, data.std, info.device, t.channels_last)
     with inference_compiler(t.compile):
-        inference_model = fuse_for_inference(model)
+        inference_model: nn.Module = fuse_for_inference(model)
         if t.compile:
-            inference_model = torch.compile(inference_model)
-        return evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess, num_classes,
+            inference_model = cast(nn.Module, torch.compile(inference_model))
+        return evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess, model.num_classes,
                         info.device, effective_amp(t.amp, info.device), keep_predictions=bool(options.eval.predictions))
 
 

@@ -13,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import BatchPreprocess, DevicePrefetcher
 from ..errors import UserError
+from ..models import FishNet
 from .checkpoint import Progress
 from .distributed import all_reduce_max, all_reduce_mean
 from .evaluate import autocast
@@ -43,7 +44,7 @@ class LoopOptions:
 
 @dataclass(frozen=True)
 class StepParts:
-    model: nn.Module  # the plain model, whose state dict is saved
+    model: FishNet  # the plain model, whose state dict is saved
     step_model: nn.Module  # what runs: DDP-wrapped and/or compiled
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler

@@ -8,22 +8,29 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..models.fishnet import CLASSIFIER_PREFIX
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
-    """One group, or two when BN parameters and biases (all 1-d tensors) skip weight decay."""
-    if decay_norm_and_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
+                 backbone_lr_scale: float = 1.0) -> list[dict]:
+    """The trainable parameters in groups of one weight decay and one ``lr_scale`` each: BN parameters
+    and biases (1-d tensors) skip weight decay unless ``decay_norm_and_bias``; with ``backbone_lr_scale``
+    other than 1, all but the classifier's final layer train at that fraction of the rate. ``model``
+    is the plain model (not DDP-wrapped or compiled: those prefix the names)."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decay = decay_norm_and_bias or p.ndim > 1
+            scaled = backbone_lr_scale != 1.0 and not name.startswith(CLASSIFIER_PREFIX)
+            groups.setdefault((decay, scaled), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             "lr_scale": backbone_lr_scale if scaled else 1.0}
+            for (decay, scaled), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))]
 
 
-def build_sgd(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool, decay_norm_and_bias: bool
-) -> torch.optim.SGD:
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+def build_sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool,
+              decay_norm_and_bias: bool, backbone_lr_scale: float = 1.0) -> torch.optim.SGD:
+    groups = param_groups(model, weight_decay, decay_norm_and_bias, backbone_lr_scale)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
 
@@ -60,4 +67,4 @@ class LrSchedule:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

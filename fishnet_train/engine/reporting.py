@@ -20,12 +20,12 @@ class Reporter:
 
     def __init__(self, run_dir: str | None, active: bool, tensorboard: bool = True) -> None:
         self.active = active and run_dir is not None
-        self.run_dir = run_dir
+        self.run_dir = run_dir or ""
         self.writer = None
         if self.active and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(os.path.join(run_dir, "tb"))
+            self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
 
     def info(self, message: str) -> None:
         if self.active:

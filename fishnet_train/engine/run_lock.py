@@ -40,7 +40,7 @@ class RunDirLock:
         while not self._try_lock():
             if time.monotonic() >= deadline:
                 holder = self._holder()
-                os.close(self.fd)
+                self.release()  # and forget the number: the at-fork hook must not close its next owner
                 raise RunDirInUse(
                     f"{run_dir} is in use by {holder}; wait for that run to end, stop it, or choose another "
                     "run directory (hydra.run.dir=...)"

@@ -14,6 +14,7 @@ import platform
 import random
 import sys
 from dataclasses import dataclass
+from typing import TextIO
 
 import torch
 from tqdm import tqdm
@@ -105,8 +106,8 @@ class _TqdmSafeHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def setup_logging(log_file: str | None) -> None:
-    """Console (plain lines) and, if given, a timestamped log file.
+def setup_logging(log_file: str | None, console_stream: TextIO | None = None) -> None:
+    """Console (plain lines, on stdout unless ``console_stream``) and, if given, a timestamped log file.
 
     The root logger's handlers are replaced, not added to: the apps call this again in each
     local worker process, and Hydra's own job logging is off (``hydra/job_logging: none``).
@@ -116,7 +117,7 @@ def setup_logging(log_file: str | None) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    console = _TqdmSafeHandler(sys.stdout)
+    console = _TqdmSafeHandler(console_stream or sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(console)
     if log_file:

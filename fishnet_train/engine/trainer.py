@@ -1,10 +1,10 @@
 """The training run: set up, then per epoch train, validate, checkpoint and report."""
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from omegaconf import OmegaConf
@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import TrainConfig, to_plain
 from ..errors import UserError
 from ..inference import fuse_for_inference
+from ..models import FishNet
 from ..validation import check_options
 from .build import (
     TrainData, build_data, build_model, build_optimizer, build_schedule, check_inputs, effective_amp, index_data,
@@ -90,7 +91,7 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == "fp16")
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     progress = resume(t.resume, ckpt_dir, model, optimizer, scaler, info, reporter)
-    steps = min(data.train_sampler.batches_per_epoch, t.max_steps_per_epoch or math.inf)
+    steps = min(data.train_sampler.batches_per_epoch, t.max_steps_per_epoch or data.train_sampler.batches_per_epoch)
     schedule = build_schedule(options.optim, options.schedule, steps, t.epochs)
     parts = StepParts(model, step_model(model, info, t.compile), optimizer, scaler, schedule, data.preprocess,
                       info.device)
@@ -103,7 +104,7 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     return Run(options, info, reporter, parts, loop, data, ckpt_dir, progress)
 
 
-def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, reporter: Reporter) -> nn.Module:
+def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, reporter: Reporter) -> FishNet:
     """The model as configured, with pretrained weights and SyncBatchNorm if asked, on the device."""
     m, t = options.model, options.trainer
     model = build_model(m, num_classes)
@@ -111,11 +112,15 @@ def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, repo
         reinitialised = load_pretrained(model, m.pretrained)
         reporter.info(f"loaded weights from {m.pretrained}"
                       + (" (classifier re-initialised for the new classes)" if reinitialised else ""))
+    if m.freeze_backbone:
+        if not m.pretrained:
+            reporter.warning("model.freeze_backbone without model.pretrained: the classifier learns random features")
+        model.freeze_backbone()
     if t.sync_bn and info.distributed and info.device.type != "cuda":  # torch's SyncBatchNorm runs on GPUs only
         reporter.warning("trainer.sync_bn needs GPUs; BatchNorm statistics stay per process on the CPU")
     elif t.sync_bn and info.distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model.to(info.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+        model = cast(FishNet, nn.SyncBatchNorm.convert_sync_batchnorm(model))  # converts the BNs in place
+    return model.to(info.device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
 
 
 def resume(resume_option: str | None, ckpt_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -133,7 +138,7 @@ def step_model(model: nn.Module, info: DistInfo, compile: bool) -> nn.Module:
     """What runs the steps: DDP-wrapped across processes and/or compiled."""
     if info.distributed:
         model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    return torch.compile(model) if compile else model
+    return cast(nn.Module, torch.compile(model)) if compile else model
 
 
 def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None = None) -> dict | None:
@@ -148,7 +153,7 @@ def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None =
         val = validate(run) if due else None
         p.epoch, p.epoch_step = epoch + 1, 0
         is_best = val is not None and val.top1 > p.best_top1
-        if is_best:
+        if val is not None and is_best:
             p.best_top1, p.best_epoch = val.top1, epoch + 1
         save_checkpoint(run, best=is_best)
         record = epoch_record(p, stats, val, time.perf_counter() - started, report_skipped(run, stats, val))

@@ -21,9 +21,14 @@ def _fold_sequential(seq: nn.Sequential) -> None:
             seq._modules[b] = nn.Identity()
 
 
+def _fold_pair(module: nn.Module, conv: str, bn: str) -> None:
+    setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+    setattr(module, bn, nn.Identity())
+
+
 def _use_winograd(module: nn.Module) -> None:
     for name, child in module.named_children():
-        if winograd_eligible(child):
+        if isinstance(child, nn.Conv2d) and winograd_eligible(child):
             setattr(module, name, WinogradConv2d(child))
         else:
             _use_winograd(child)
@@ -40,8 +45,8 @@ def fuse_for_inference(model: FishNet, winograd: bool = True) -> FishNet:
     fused = copy.deepcopy(model).eval()
     for module in fused.modules():
         if isinstance(module, Bottleneck):
-            module.conv1, module.bn2 = fuse_conv_bn_eval(module.conv1, module.bn2), nn.Identity()
-            module.conv2, module.bn3 = fuse_conv_bn_eval(module.conv2, module.bn3), nn.Identity()
+            _fold_pair(module, "conv1", "bn2")
+            _fold_pair(module, "conv2", "bn3")
         elif isinstance(module, nn.Sequential):
             _fold_sequential(module)
     if winograd:

@@ -22,7 +22,8 @@ def _transforms() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """B^T (6x6), G (6x3) and A^T (4x6) for the interpolation points 0, 1, -1, 2, -2 and infinity."""
     b_t = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                         [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
-    g = torch.tensor([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]], dtype=torch.float64) / 24
+    g = torch.tensor([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]],
+                     dtype=torch.float64) / 24
     a_t = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
                        dtype=torch.float64)
     return b_t, g, a_t
@@ -54,6 +55,10 @@ class WinogradConv2d(nn.Module):
     It keeps the convolution and runs it directly where Winograd does not apply: autograd
     recording, autocast, another dtype or device, or a map too small to gain.
     """
+
+    weight_tiles: torch.Tensor
+    input_transform: torch.Tensor
+    output_transform: torch.Tensor
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()

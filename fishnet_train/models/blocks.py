@@ -130,6 +130,6 @@ class FishStage(nn.Module):
             # Resampling to the skip's exact size (not a fixed 2x) keeps odd input sizes
             # working; at multiples of 32 it is exactly nearest-neighbour 2x.
             t = nn.functional.interpolate(t, size=skip.shape[-2:], mode="nearest")
-        else:
+        elif self.pool is not None:
             t = self.pool(t)
         return torch.cat([t, self.transfer(skip)], dim=1)

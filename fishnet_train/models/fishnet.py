@@ -18,6 +18,12 @@ _BODY = ((512, 512, 1, 1, 256), (768, 384, 2, 2, 128), (512, 256, 2, 4, 64))
 # (channels, skip channels) of the three head stages (7, 8, 9).
 _HEAD = ((320, 512), (832, 768), (1600, 512))
 FEATURE_CHANNELS = (320, 832, 1600, 2112)
+# The released initialisation draws the 1x1 classifier with a fan-out std, sqrt(2 / classes): right
+# for ImageNet's 1000, but about 10x too wide for 10 classes (logits of ~30 at the first step).
+# "auto" keeps that std for 1000 classes and more, and caps it at the 1000-class value below.
+CLASSIFIER_INITS = ("auto", "released", "zeros")
+CLASSIFIER_PREFIX = "classifier.fc."  # the final 1x1 classifier's parameter names
+RELEASED_CLASSES = 1000
 
 
 def _stem() -> nn.Sequential:
@@ -76,12 +82,15 @@ class FishNet(nn.Module):
         num_classes: int = 1000,
         drop_rate: float = 0.0,
         grad_checkpointing: bool = False,
+        classifier_init: str = "auto",
     ) -> None:
         super().__init__()
         if len(residual_blocks) != 10 or len(transfer_blocks) != 6:
             raise ValueError("FishNet needs 10 residual-block counts and 6 transfer-block counts")
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if classifier_init not in CLASSIFIER_INITS:
+            raise ValueError(f"classifier_init must be one of {', '.join(CLASSIFIER_INITS)}, got {classifier_init!r}")
         r, t = residual_blocks, transfer_blocks
         self.num_classes = num_classes
         self.feature_channels = FEATURE_CHANNELS
@@ -98,19 +107,41 @@ class FishNet(nn.Module):
             for i, (c, skip) in enumerate(_HEAD)
         )
         self.classifier = _Classifier(FEATURE_CHANNELS[-1], num_classes, drop_rate)
-        self._init_weights()
+        self.backbone_frozen = False
+        self._init_weights(classifier_init)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, classifier_init: str) -> None:
+        fc = self.classifier.fc
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if m is fc and classifier_init == "zeros":
+                for p in fc.parameters():
+                    nn.init.zeros_(p)
+            elif isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                if m is fc and classifier_init == "auto":
+                    fan_out = max(fan_out, RELEASED_CLASSES)
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def freeze_backbone(self) -> FishNet:
+        """A linear probe: only the classifier's final 1x1 layer trains; every other layer keeps its
+        weights and, in training mode too, its BatchNorm statistics. Returns the model."""
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith(CLASSIFIER_PREFIX))
+        self.backbone_frozen = True
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> FishNet:
+        super().train(mode)
+        if self.backbone_frozen:
+            for part in (self.stem, self.tail, self.bridge, self.body, self.head, self.classifier.reduce):
+                part.eval()
+        return self
+
     def _run(self, stage: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled() and not self.backbone_frozen:
             return checkpoint(
                 stage, *inputs, use_reentrant=False,
                 context_fn=lambda: (contextlib.nullcontext(), _bn_stats_frozen(stage)),
@@ -120,7 +151,8 @@ class FishNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Head features at strides 4, 8, 16, 32 (channels ``self.feature_channels``)."""
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f"FishNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got {tuple(x.shape[-2:])}")
+            raise ValueError(f"FishNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, "
+                             f"got {tuple(x.shape[-2:])}")
         f0 = self._run(self.stem, x)
         f1 = self._run(self.tail[0], f0)
         f2 = self._run(self.tail[1], f1)

@@ -4,14 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from torch import nn
-
-from .fishnet import fishnet99, fishnet150, fishnet201
+from .fishnet import FishNet, fishnet99, fishnet150, fishnet201
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    builder: Callable[..., nn.Module]
+    builder: Callable[..., FishNet]
     params: int  # exact, at 1000 classes
     gmacs: float  # conv + fc multiply-accumulates at 224x224
     top1: float  # released checkpoint, step schedule, 100 epochs
@@ -37,9 +35,10 @@ def model_info(name: str) -> ModelInfo:
     return _MODELS[name]
 
 
-def create_model(name: str, num_classes: int = 1000, **options) -> nn.Module:
+def create_model(name: str, num_classes: int = 1000, **options) -> FishNet:
     """Build a FishNet by name, e.g. ``create_model("fishnet150", num_classes=10, drop_rate=0.2)``.
 
-    Options: ``drop_rate`` (dropout before the classifier) and ``grad_checkpointing``.
+    Options: ``drop_rate`` (dropout before the classifier), ``grad_checkpointing`` and
+    ``classifier_init`` (``auto``, ``released`` or ``zeros``; see ``FishNet``).
     """
     return model_info(name).builder(num_classes=num_classes, **options)

@@ -1,22 +1,27 @@
-"""Loading weights: this project's checkpoints, DDP-prefixed ones and the released ones."""
+"""Loading weights: this project's checkpoints, DDP-prefixed ones, the released ones and safetensors files."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
 import warnings
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .fishnet import CLASSIFIER_PREFIX
 from .registry import create_model, list_models
 from .released import is_released_layout, released_to_ours
 
-CLASSIFIER_PREFIX = "classifier.fc."
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
 _SHOWN = 5
+M = TypeVar("M", bound=nn.Module)
+SAFETENSORS_SUFFIX = ".safetensors"
+WEIGHTS_FORMAT = "fishnet-train-weights/1"  # the metadata "format" of fishnet-export's safetensors files
+_TEXT_METADATA = ("format", "arch")  # stored as they are; every other metadata value is JSON
 
 
 def check_checkpoint_exists(path: str | os.PathLike) -> None:
@@ -25,9 +30,12 @@ def check_checkpoint_exists(path: str | os.PathLike) -> None:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True``: tensors and plain containers, never code."""
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers, never code.
+    A ``.safetensors`` file gives ``{"model": tensors, **its metadata}``."""
     path = os.fspath(path)
     check_checkpoint_exists(path)
+    if path.endswith(SAFETENSORS_SUFFIX):
+        return read_safetensors(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
@@ -51,6 +59,31 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+def weights_metadata(values: Mapping[str, Any]) -> dict[str, str]:
+    """safetensors metadata (strings only): ``format`` and ``arch`` as they are, the rest as JSON."""
+    return {k: v if k in _TEXT_METADATA else json.dumps(v) for k, v in values.items()}
+
+
+def read_safetensors(path: str) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}); "
+                              "export one with fishnet-export format=safetensors") from None
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        return {"model": state}  # another tool's file: its metadata means nothing here
+    try:
+        extra = {k: v if k in _TEXT_METADATA else json.loads(v) for k, v in metadata.items()}
+    except ValueError as e:
+        raise CheckpointError(f"{path}: its fishnet-train metadata is not valid JSON ({e}); export it again") from None
+    return {**extra, "model": state}
+
+
 def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The model weights inside a checkpoint, in this project's key layout."""
     for key in ("model", "state_dict"):
@@ -58,12 +91,14 @@ def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError("the file holds no model state dict (expected a 'model' or 'state_dict' entry of tensors)")
+        raise CheckpointError("the file holds no model state dict (expected a 'model' or 'state_dict' entry "
+                              "of tensors)")
     state = dict(obj)
     if is_released_layout(state):
         state, unknown = released_to_ours(state)
         if unknown:
-            raise CheckpointError(f"released-layout checkpoint has {len(unknown)} unknown keys, e.g. {unknown[:_SHOWN]}")
+            raise CheckpointError(f"released-layout checkpoint has {len(unknown)} unknown keys, "
+                                  f"e.g. {unknown[:_SHOWN]}")
         return state
     return {_strip_wrappers(k): v for k, v in state.items()}
 
@@ -79,14 +114,15 @@ def _strip_wrappers(key: str) -> str:
 
 
 def load_weights(
-    model: nn.Module,
+    model: M,
     path_or_state_dict: str | os.PathLike | Mapping[str, Any],
     skip_classifier: bool = False,
-) -> nn.Module:
+) -> M:
     """Load weights strictly into ``model``; returns it.
 
     Accepts a path or an already loaded dict, in this project's layout (a trainer
-    checkpoint or a bare state dict, ``module.`` prefixes allowed) or the released one.
+    checkpoint, a bare state dict, ``module.`` prefixes allowed, or a ``.safetensors`` file)
+    or the released one.
     ``skip_classifier=True`` leaves the final classifier as initialised, for fine-tuning
     on a different number of classes. Any other mismatch raises one ``CheckpointError``.
     """

@@ -28,7 +28,8 @@ def test_bad_config_values(image_folder, tmp_path, overrides, fragments):
 
 
 def test_missing_data_root(tmp_path):
-    result = run_cli("fishnet-train", "experiment=demo", f"data.root={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'r'}")
+    result = run_cli("fishnet-train", "experiment=demo", f"data.root={tmp_path / 'nope'}",
+                     f"hydra.run.dir={tmp_path / 'r'}")
     assert_user_error(result, str(tmp_path / "nope"), "not a directory")
 
 
@@ -55,14 +56,16 @@ def test_checkpoint_of_another_architecture(image_folder, tmp_path):
 def test_checkpoint_with_another_class_count(image_folder, tmp_path):
     path = tmp_path / "ten.pt"
     torch.save({"model": create_model("fishnet99", num_classes=10).state_dict()}, path)
-    result = run_cli("fishnet-eval", f"checkpoint={path}", f"data.root={image_folder}", f"hydra.run.dir={tmp_path / 'e'}")
+    result = run_cli("fishnet-eval", f"checkpoint={path}", f"data.root={image_folder}",
+                     f"hydra.run.dir={tmp_path / 'e'}")
     assert_user_error(result, "10 classes", "3 class folders")
 
 
 def test_file_that_is_not_a_checkpoint(image_folder, tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("not a checkpoint")
-    result = run_cli("fishnet-eval", f"checkpoint={path}", f"data.root={image_folder}", f"hydra.run.dir={tmp_path / 'e'}")
+    result = run_cli("fishnet-eval", f"checkpoint={path}", f"data.root={image_folder}",
+                     f"hydra.run.dir={tmp_path / 'e'}")
     assert_user_error(result, str(path), "not a PyTorch checkpoint")
 
 
@@ -133,4 +136,3 @@ def test_a_bad_pair_of_sweep_values_is_refused_before_any_job_runs(image_folder,
                      "data.val_crop=32,128", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert_user_error(result, "data.val_crop=128 is larger than data.val_resize=64")
     assert not (tmp_path / "sweep").exists()
-

@@ -8,20 +8,7 @@ import json
 import pytest
 import torch
 
-from ..helpers import TINY_TRAIN, assert_ok, metrics, run_cli, train_cli
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One two-epoch run shared by the tests that only read its outputs."""
-    from ..conftest import write_image_folder
-
-    root = tmp_path_factory.mktemp("train")
-    data = write_image_folder(root / "data", classes=6)
-    run_dir = root / "run"
-    result = train_cli(data, run_dir)
-    assert_ok(result)
-    return data, run_dir, result
+from ..helpers import TINY_TRAIN, assert_ok, eval_in_process, metrics, run_cli
 
 
 def test_two_epochs_write_every_promised_file(trained):
@@ -75,10 +62,8 @@ def test_eval_takes_the_evaluation_sizes_from_the_checkpoint_unless_overridden(t
     ckpt = run_dir / "checkpoints" / "last.pt"
     results = {}
     for name, extra in (("saved", []), ("overridden", ["data.val_resize=48", "data.val_crop=40"])):
-        out = tmp_path / name
-        assert_ok(run_cli("fishnet-eval", f"checkpoint={ckpt}", f"data.root={data}", f"hydra.run.dir={out}",
-                          "data.workers=0", *extra))
-        results[name] = json.loads((out / "eval.json").read_text())["loss"]
+        eval_in_process(ckpt, data, tmp_path / name, *extra)
+        results[name] = json.loads((tmp_path / name / "eval.json").read_text())["loss"]
     assert results["saved"] == pytest.approx(metrics(run_dir)[-1]["val_loss"], rel=1e-6)  # 32/32, not 256/224
     assert results["overridden"] != results["saved"]
 

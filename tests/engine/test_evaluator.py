@@ -2,7 +2,7 @@
 import pytest
 
 from fishnet_train.config import to_options
-from fishnet_train.engine.evaluator import check_eval_inputs, eval_data_options
+from fishnet_train.engine.evaluator import check_eval_inputs
 from fishnet_train.errors import UserError
 
 from ..helpers import compose_eval
@@ -29,10 +29,3 @@ def test_unknown_models_and_missing_files_are_refused(image_folder, tmp_path, ov
     checkpoint.write_bytes(b"")
     with pytest.raises(UserError, match=message):
         check_eval_inputs(options(f"checkpoint={checkpoint}", f"data.root={image_folder}", override))
-
-
-def test_an_overridden_crop_must_fit_the_checkpoints_resize():
-    data = options("checkpoint=x.pt", "data.root=/d", "data.val_crop=64").data
-    assert eval_data_options(data, {"val_resize": 96, "val_crop": 32}, {"data.val_crop"}).val_crop == 64
-    with pytest.raises(UserError, match="data.val_crop=64 is larger than data.val_resize=48"):
-        eval_data_options(data, {"val_resize": 48, "val_crop": 32}, {"data.val_crop"})

@@ -43,3 +43,30 @@ def test_norm_and_bias_can_skip_weight_decay():
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
     opt = build_sgd(model, 0.1, 0.9, 1e-4, nesterov=True, decay_norm_and_bias=False)
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+
+
+def test_a_backbone_rate_scale_leaves_the_classifier_at_the_full_rate():
+    from fishnet_train.engine.optim import set_lr
+    from fishnet_train.models import FishNet
+
+    from ..helpers import TINY_FISHNET
+
+    model = FishNet(**TINY_FISHNET, num_classes=3)
+    opt = build_sgd(model, 0.1, 0.9, 1e-4, nesterov=False, decay_norm_and_bias=False, backbone_lr_scale=0.1)
+    set_lr(opt, 0.5)
+    head = {id(p) for p in model.classifier.fc.parameters()}
+    for group in opt.param_groups:
+        is_head = {id(p) in head for p in group["params"]}
+        assert len(is_head) == 1  # no group mixes the classifier with the backbone
+        assert group["lr"] == pytest.approx(0.5 if is_head.pop() else 0.05)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_without_a_scale_the_groups_are_the_papers():
+    from fishnet_train.models import FishNet
+
+    from ..helpers import TINY_FISHNET
+
+    model = FishNet(**TINY_FISHNET, num_classes=3)
+    groups = param_groups(model, 1e-4, decay_norm_and_bias=True, backbone_lr_scale=1.0)
+    assert len(groups) == 1 and groups[0]["params"] == list(model.parameters())

@@ -68,3 +68,23 @@ def test_forked_children_do_not_keep_the_lock_after_the_holder_dies(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     RunDirLock(str(tmp_path)).release()  # the orphaned child is still alive, yet the lock is free
+
+
+def test_a_refused_lock_leaves_the_descriptors_of_forked_children_alone(tmp_path):
+    holder = hold(tmp_path, 30)
+    try:
+        with pytest.raises(RunDirInUse):
+            RunDirLock(str(tmp_path))
+        out = os.open(tmp_path / "result", os.O_WRONLY | os.O_CREAT)  # takes the refused lock's number
+        pid = os.fork()
+        if pid == 0:  # the child, as a DataLoader worker, writes its result
+            try:
+                os.write(out, b"x")
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        os.close(out)
+        assert (tmp_path / "result").read_bytes() == b"x"  # its at-fork hook left the descriptor open
+    finally:
+        holder.kill()
+        holder.wait()

@@ -12,6 +12,7 @@ from fishnet_train.config import to_options
 from fishnet_train.engine.build import build_schedule
 from fishnet_train.engine.loop import TrainingStopped
 from fishnet_train.engine.trainer import train
+from fishnet_train.errors import UserError
 from fishnet_train.models import create_model, load_weights, ours_to_released
 
 from ..conftest import write_image_folder
@@ -205,6 +206,36 @@ def test_fine_tuning_keeps_a_released_backbone_and_replaces_its_classifier(image
     for key in parameters - {"classifier.fc.weight", "classifier.fc.bias"}:
         assert torch.equal(tuned[key], expected[key]), key  # lr 0: the loaded weights, unchanged
     assert tuned["classifier.fc.weight"].shape[0] == 3
+
+
+def test_a_linear_probe_from_safetensors_trains_only_the_classifier_and_resumes(image_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(4)
+    source = create_model("fishnet99", num_classes=3)
+    weights = tmp_path / "w.safetensors"
+    save_file(source.state_dict(), str(weights))
+    probe = ("trainer.epochs=2", f"model.pretrained={weights}", "model.freeze_backbone=true", "optim.lr=0.05")
+    run_dir = tmp_path / "run"
+    with pytest.raises(Crash):
+        train(tiny_options(image_folder, *probe), str(run_dir), after_step=crash_at(5))
+    train(tiny_options(image_folder, *probe), str(run_dir))  # resumes from the first epoch's last.pt
+    tuned, expected = saved_state(run_dir)["model"], source.state_dict()
+    for key in set(expected) - {"classifier.fc.weight", "classifier.fc.bias"}:
+        assert torch.equal(tuned[key], expected[key]), key  # weights and BN statistics as loaded
+    assert not torch.equal(tuned["classifier.fc.weight"], expected["classifier.fc.weight"])
+
+
+def test_the_backbone_trains_at_a_fraction_of_the_rate(image_folder, tmp_path):
+    _one_step(image_folder, tmp_path / "run", "optim.backbone_lr_scale=0.25")
+    lrs = sorted({group["lr"] for group in saved_state(tmp_path / "run")["optimizer"]["param_groups"]})
+    assert len(lrs) == 2 and lrs[0] == pytest.approx(lrs[1] * 0.25)
+
+
+def test_a_resume_with_other_parameter_groups_is_one_clear_error(image_folder, tmp_path):
+    _one_step(image_folder, tmp_path / "run")
+    with pytest.raises(UserError, match="optimizer state does not fit .*optim.backbone_lr_scale.*model.pretrained="):
+        _one_step(image_folder, tmp_path / "run", "optim.backbone_lr_scale=0.1", "trainer.epochs=2")
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_cfg, tmp_path):

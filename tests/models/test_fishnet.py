@@ -136,6 +136,33 @@ def test_released_initialisation():
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
 
 
+def test_the_classifier_std_is_the_released_one_at_1000_classes_and_capped_below():
+    torch.manual_seed(0)
+    auto = tiny(num_classes=1000)
+    torch.manual_seed(0)
+    released = tiny(num_classes=1000, classifier_init="released")
+    assert all(torch.equal(a, b) for a, b in zip(auto.state_dict().values(), released.state_dict().values()))
+    few = tiny(num_classes=10).classifier.fc.weight
+    assert few.std().item() == pytest.approx((2.0 / 1000) ** 0.5, rel=0.05)  # released: sqrt(2 / 10), 10x wider
+    assert tiny(num_classes=10, classifier_init="released").classifier.fc.weight.std().item() == pytest.approx(
+        (2.0 / 10) ** 0.5, rel=0.05)
+    fc = tiny(num_classes=10, classifier_init="zeros").classifier.fc
+    assert not fc.weight.any() and not fc.bias.any()
+
+
+def test_a_frozen_backbone_trains_only_the_classifier_and_keeps_its_statistics():
+    torch.manual_seed(0)
+    model = tiny(num_classes=3, drop_rate=0.5).freeze_backbone()
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["classifier.fc.weight", "classifier.fc.bias"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    assert model.classifier.drop.training and not model.classifier.reduce.training and not model.stem.training
+    model(torch.randn(4, 3, 64, 64)).sum().backward()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no BN statistic moved
+    assert model.classifier.fc.weight.grad is not None and model.stem.conv1.weight.grad is None
+
+
 def test_seeded_construction_and_forward_are_deterministic():
     torch.manual_seed(3)
     a = tiny(num_classes=4)

@@ -18,7 +18,8 @@ def randomised(num_classes: int = 5, seed: int = 0) -> FishNet:
     with torch.no_grad():
         for tensor in model.state_dict().values():
             if tensor.is_floating_point():
-                tensor.copy_(torch.rand_like(tensor) * 0.5 + 0.75 if tensor.ndim == 1 else torch.randn_like(tensor) * 0.05)
+                scale = torch.rand_like(tensor) * 0.5 + 0.75 if tensor.ndim == 1 else torch.randn_like(tensor) * 0.05
+                tensor.copy_(scale)
             else:
                 tensor.fill_(7)
     return model.eval()

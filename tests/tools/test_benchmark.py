@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from .test_tools import run_tool
@@ -23,6 +24,7 @@ def test_data_benchmark_on_tiny_jpegs(tmp_path):
     assert all(figures[k][side] > 0 for k in ("train", "val") for side in ("ours", "reference"))
 
 
+@pytest.mark.slow
 def test_model_and_trainer_benchmarks_on_a_tiny_input(tmp_path):
     out = tmp_path / "model.json"
     result = run_tool("tools/benchmark.py", "all", "--root", str(tmp_path), "--model", "fishnet99", "--batch", "2",
