@@ -19,6 +19,8 @@ from .helpers import compose_eval, compose_export, compose_predict, compose_trai
     (["data.std=[0.2,0,0.2]"], "data.std must be positive"),
     (["data.lighting=nan"], "data.lighting must be a finite number"),
     (["data.crop_ratio=[2,1]"], "data.crop_ratio must be"),
+    (["data.crop_scale=[0.9,0.1]"], "data.crop_scale must be"),
+    (["trainer.epochs=-1"], "trainer.epochs must be positive"),
     (["data.eval_batch_size=0"], "data.eval_batch_size must be positive or null"),
     (["trainer.max_steps_per_epoch=0"], "trainer.max_steps_per_epoch must be positive or null"),
     (["trainer.clip_grad_norm=0"], "trainer.clip_grad_norm must be positive"),
