@@ -14,20 +14,19 @@ def test_predict_names_the_classes_and_agrees_with_eval(trained, tmp_path):
     ckpt = run_dir / "checkpoints" / "last.pt"
     evaluated = eval_in_process(ckpt, data, tmp_path / "eval", f"eval.predictions={tmp_path / 'eval.csv'}")
     result = run_cli("fishnet-predict", f"checkpoint={ckpt}", f"inputs={data / 'val'}", "model=fishnet99",
-                     "predict.topk=3", f"predict.output={tmp_path / 'p.csv'}", f"hydra.run.dir={tmp_path / 'run'}")
+                     "predict.topk=3", f"predict.output={tmp_path / 'p.jsonl'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert_ok(result)
-    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
-    assert list(rows[0]) == ["path", "pred1", "pred2", "pred3", "name1", "name2", "name3", "prob1", "prob2", "prob3"]
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     expected = list(csv.DictReader((tmp_path / "eval.csv").open()))
     assert len(rows) == len(expected) == evaluated.images == 18
     for row, ref in zip(rows, expected):
         assert row["path"] == ref["path"]
-        assert [row[f"pred{i}"] for i in (1, 2, 3)] == [ref[f"pred{i}"] for i in (1, 2, 3)]
-        assert row["name1"] == f"class_{row['pred1']}"
-        assert float(row["prob1"]) == pytest.approx(float(ref["prob1"]), abs=1e-5)
+        assert row["classes"] == [int(ref[f"pred{i}"]) for i in (1, 2, 3)]
+        assert row["names"] == [f"class_{c}" for c in row["classes"]]
+        assert row["probs"] == pytest.approx([float(ref[f"prob{i}"]) for i in (1, 2, 3)], abs=1e-5)
     table = result.stdout.splitlines()
     assert table[0].split() == ["path", "predictions"] and len(table) == 19
-    assert table[1].startswith(rows[0]["path"]) and f"{rows[0]['name1']} (" in table[1]
+    assert table[1].startswith(rows[0]["path"]) and f"{rows[0]['names'][0]} (" in table[1]
 
 
 def test_predict_reports_and_skips_a_file_that_does_not_decode(trained, tmp_path):
@@ -37,21 +36,24 @@ def test_predict_reports_and_skips_a_file_that_does_not_decode(trained, tmp_path
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     # One image per batch, so that one batch holds only the broken file; decoded in a worker process.
     result = run_cli("fishnet-predict", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", f"inputs={images}",
-                     "data.batch_size=1", "data.workers=1", "predict.topk=10", f"predict.output={tmp_path / 'p.jsonl'}",
+                     "data.batch_size=1", "data.workers=1", "predict.topk=10", f"predict.output={tmp_path / 'p.csv'}",
                      f"hydra.run.dir={tmp_path / 'run'}")
     assert_ok(result)
     assert "skipped, cannot decode" in result.stderr and "broken.jpg" in result.stderr
-    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 and all("/nested/" in r["path"] for r in rows)
-    assert all(len(r["classes"]) == len(r["names"]) == len(r["probs"]) == 6 for r in rows)  # topk 10, 6 classes
-    assert all(r["probs"] == sorted(r["probs"], reverse=True) for r in rows)
+    rows = list(csv.reader((tmp_path / "p.csv").open()))
+    k = range(1, 7)  # topk 10, but 6 classes
+    assert rows[0] == ["path", *(f"pred{i}" for i in k), *(f"name{i}" for i in k), *(f"prob{i}" for i in k)]
+    assert len(rows) == 4 and all("/nested/" in r[0] and len(r) == 19 for r in rows[1:])
+    assert all([float(p) for p in r[13:]] == sorted((float(p) for p in r[13:]), reverse=True) for r in rows[1:])
 
 
 def test_safetensors_export_evaluates_exactly_as_its_checkpoint(trained, tmp_path):
     data, run_dir, _ = trained
     ckpt = run_dir / "checkpoints" / "last.pt"
     weights = tmp_path / "model.safetensors"
-    result = run_cli("fishnet-export", f"checkpoint={ckpt}", f"output={weights}", f"hydra.run.dir={tmp_path / 'x'}")
+    sizes = ("data.val_resize=40", "data.val_crop=36")  # overriding the checkpoint's 32/32: the file keeps these
+    result = run_cli("fishnet-export", f"checkpoint={ckpt}", f"output={weights}", f"hydra.run.dir={tmp_path / 'x'}",
+                     *sizes)
     assert_ok(result)
     assert "reads back with bit-identical weights" in result.stderr
     from safetensors import safe_open
@@ -60,13 +62,13 @@ def test_safetensors_export_evaluates_exactly_as_its_checkpoint(trained, tmp_pat
     with safe_open(str(weights), "pt") as f:
         meta = f.metadata()
     assert meta["arch"] == "fishnet99" and json.loads(meta["classes"]) == [f"class_{k}" for k in range(6)]
-    assert json.loads(meta["data"]) == {"val_resize": 32, "val_crop": 32, "mean": [0.485, 0.456, 0.406],
+    assert json.loads(meta["data"]) == {"val_resize": 40, "val_crop": 36, "mean": [0.485, 0.456, 0.406],
                                         "std": [0.229, 0.224, 0.225]}
     saved = torch.load(ckpt, weights_only=True)["model"]
     plain = load_file(str(weights))
     assert set(plain) == set(saved) and all(torch.equal(plain[k], saved[k]) for k in saved)
-    from_pt = eval_in_process(ckpt, data, tmp_path / "pt")
-    from_safetensors = eval_in_process(weights, data, tmp_path / "st")
+    from_pt = eval_in_process(ckpt, data, tmp_path / "pt", *sizes)
+    from_safetensors = eval_in_process(weights, data, tmp_path / "st")  # its own sizes: 40/36
     assert (from_pt.top1, from_pt.top5, from_pt.loss) == (from_safetensors.top1, from_safetensors.top5,
                                                           from_safetensors.loss)
 

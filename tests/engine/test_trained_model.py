@@ -70,9 +70,11 @@ def test_files_without_class_names_are_compared_by_count_only():
 
 def test_the_checkpoints_sizes_are_used_unless_given_on_the_command_line():
     data = to_options(compose_eval("checkpoint=x.pt", "data.root=/d", "data.val_crop=64")).data
-    ckpt = loaded(3, data={"val_resize": 96, "val_crop": 32, "mean": [0.5, 0.5, 0.5]})
+    ckpt = loaded(3, data={"val_resize": 96, "val_crop": 32, "mean": [0.5, 0.5, 0.5], "batch_size": 7,
+                           "root": "/train"})
     merged = inference_data(data, ckpt, {"data.val_crop"})
     assert (merged.val_resize, merged.val_crop, merged.mean) == (96, 64, (0.5, 0.5, 0.5))
+    assert (merged.batch_size, merged.root) == (data.batch_size, "/d")  # only the evaluation transform is taken
     with pytest.raises(UserError, match="data.val_crop=64 is larger than data.val_resize=48"):
         inference_data(data, dataclasses.replace(ckpt, data={"val_resize": 48}), {"data.val_crop"})
 

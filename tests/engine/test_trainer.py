@@ -220,6 +220,7 @@ def test_a_linear_probe_from_safetensors_trains_only_the_classifier_and_resumes(
     with pytest.raises(Crash):
         train(tiny_options(image_folder, *probe), str(run_dir), after_step=crash_at(5))
     train(tiny_options(image_folder, *probe), str(run_dir))  # resumes from the first epoch's last.pt
+    assert [r["epoch"] for r in metrics(run_dir)] == [1, 2]  # epoch 1 from the first run: resumed, not restarted
     tuned, expected = saved_state(run_dir)["model"], source.state_dict()
     for key in set(expected) - {"classifier.fc.weight", "classifier.fc.bias"}:
         assert torch.equal(tuned[key], expected[key]), key  # weights and BN statistics as loaded
@@ -228,8 +229,16 @@ def test_a_linear_probe_from_safetensors_trains_only_the_classifier_and_resumes(
 
 def test_the_backbone_trains_at_a_fraction_of_the_rate(image_folder, tmp_path):
     _one_step(image_folder, tmp_path / "run", "optim.backbone_lr_scale=0.25")
-    lrs = sorted({group["lr"] for group in saved_state(tmp_path / "run")["optimizer"]["param_groups"]})
-    assert len(lrs) == 2 and lrs[0] == pytest.approx(lrs[1] * 0.25)
+    head, backbone = sorted(saved_state(tmp_path / "run")["optimizer"]["param_groups"], key=lambda g: len(g["params"]))
+    assert len(head["params"]) == 2  # the classifier's weight and bias, at the full rate
+    assert head["lr"] == pytest.approx(backbone["lr"] / 0.25)
+
+
+def test_the_configured_classifier_init_reaches_the_model():
+    from fishnet_train.engine.build import build_model
+
+    model = build_model(to_options(compose_train("data.root=/d", "model.classifier_init=zeros")).model, 10)
+    assert not model.classifier.fc.weight.any()
 
 
 def test_a_resume_with_other_parameter_groups_is_one_clear_error(image_folder, tmp_path):

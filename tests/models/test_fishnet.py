@@ -142,6 +142,8 @@ def test_the_classifier_std_is_the_released_one_at_1000_classes_and_capped_below
     torch.manual_seed(0)
     released = tiny(num_classes=1000, classifier_init="released")
     assert all(torch.equal(a, b) for a, b in zip(auto.state_dict().values(), released.state_dict().values()))
+    many = tiny(num_classes=2000).classifier.fc.weight
+    assert many.std().item() == pytest.approx((2.0 / 2000) ** 0.5, rel=0.05)  # above 1000: the released rule
     few = tiny(num_classes=10).classifier.fc.weight
     assert few.std().item() == pytest.approx((2.0 / 1000) ** 0.5, rel=0.05)  # released: sqrt(2 / 10), 10x wider
     assert tiny(num_classes=10, classifier_init="released").classifier.fc.weight.std().item() == pytest.approx(
@@ -154,6 +156,7 @@ def test_a_frozen_backbone_trains_only_the_classifier_and_keeps_its_statistics()
     torch.manual_seed(0)
     model = tiny(num_classes=3, drop_rate=0.5).freeze_backbone()
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["classifier.fc.weight", "classifier.fc.bias"]
+    assert not model.stem.training and not model.classifier.reduce.training  # at once, not only after .train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     assert model.classifier.drop.training and not model.classifier.reduce.training and not model.stem.training
