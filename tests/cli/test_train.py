@@ -76,6 +76,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow  # two training jobs and Hydra's sweeper: 8 s
 def test_multirun_sweeps_into_separate_run_directories(image_folder, tmp_path):
     result = run_cli("fishnet-train", "-m", *TINY_TRAIN, f"data.root={image_folder}", "trainer.epochs=1",
                      "trainer.max_steps_per_epoch=1", "optim.lr=0.001,0.002", f"hydra.sweep.dir={tmp_path / 'sweep'}")
@@ -86,6 +87,7 @@ def test_multirun_sweeps_into_separate_run_directories(image_folder, tmp_path):
     assert lrs[0] != lrs[1]
 
 
+@pytest.mark.slow  # two fishnet99 checkpoints through a console script twice: 9 s
 def test_convert_checkpoint_console_script_round_trip(tmp_path):
     from fishnet_train.models import create_model, load_weights
 
