@@ -25,6 +25,10 @@ class ModelConfig:
     # weights only: ours, released or safetensors; the classifier is skipped if the class counts differ
     pretrained: Optional[str] = None
     freeze_backbone: bool = False  # linear probe: only the final 1x1 classifier trains
+    zero_init_residual: bool = False  # each bottleneck's last conv starts at zero: every block starts as its shortcut
+    ema_decay: Optional[float] = None  # EMA of the weights, updated every ema_every_steps steps; null = off
+    ema_every_steps: int = 1
+    use_ema: bool = False  # read a checkpoint's EMA weights (fishnet-eval, -predict, -export, model.pretrained)
 
 
 @dataclass(frozen=True)
@@ -44,17 +48,32 @@ class DataConfig:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     bad_images: str = "skip"  # skip | error
     scan: bool = False  # list every undecodable file before training
+    # The modern recipes' augmentations, all off by default (see README "Recipes"):
+    auto_augment: Optional[str] = None  # null | ra | ta_wide | aa: per image, in the workers
+    ra_magnitude: int = 9  # RandAugment's magnitude (of 31 bins), 2 ops per image
+    random_erase: float = 0.0  # probability per image, on the device
+    mixup_alpha: float = 0.0  # per batch, on the device; with cutmix_alpha, one of the two per batch
+    cutmix_alpha: float = 0.0
+    repeated_aug: int = 1  # each sample R times per epoch, its copies in the same global batch; 1 = off
+    # Progressive resizing: the crop grows from progressive_min_crop to train_crop, linearly over
+    # the epochs progressive_epochs = [start, end], in steps of 32 px; null = off.
+    progressive_min_crop: Optional[int] = None
+    progressive_epochs: tuple[int, ...] = (0, 0)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "sgd"
+    name: str = "sgd"  # sgd | adamw | lamb | lars
     lr: float = 0.1  # for the global batch
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd, lars
     nesterov: bool = False
     weight_decay: float = 1e-4
     decay_norm_and_bias: bool = True  # the paper decays ALL parameters
     backbone_lr_scale: float = 1.0  # fine-tuning: the backbone's rate is optim.lr times this (classifier: optim.lr)
+    betas: tuple[float, ...] = (0.9, 0.999)  # adamw, lamb
+    eps: Optional[float] = None  # null: the optimizer's own (adamw, lars 1e-8; lamb 1e-6)
+    trust_coefficient: float = 0.001  # lars
+    max_grad_norm: Optional[float] = 1.0  # lamb's global gradient clipping (null: none)
 
 
 @dataclass(frozen=True)
@@ -69,7 +88,9 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    name: str = "ce"  # ce | bce (binary cross-entropy per class, as in "ResNet strikes back")
     label_smoothing: float = 0.0
+    bce_target_thresh: Optional[float] = None  # bce: targets above it become 1, the rest 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,7 @@ class TrainerConfig:
     eval_every: int = 1  # epochs
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
     host_allocator: str = "keep_freed"  # keep_freed | system: how the C library's malloc serves CPU tensors
+    best_by: str = "top1"  # top1 | ema_top1: which weights' val top-1 chooses best.pt
 
 
 @dataclass(frozen=True)

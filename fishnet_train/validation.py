@@ -11,8 +11,8 @@ import math
 from typing import Any, Iterable, NoReturn, Optional, Sequence
 
 from .config import (
-    DataConfig, ExportConfig, ModelConfig, OptimConfig, Options, PredictConfig, PredictOptions, ScheduleConfig,
-    TrainConfig, TrainerConfig,
+    DataConfig, ExportConfig, LossConfig, ModelConfig, OptimConfig, Options, PredictConfig, PredictOptions,
+    ScheduleConfig, TrainConfig, TrainerConfig,
 )
 from .errors import UserError
 MIN_INPUT_SIZE = 32  # models.fishnet.MIN_INPUT_SIZE (a test checks); here so that checks need no torch
@@ -22,6 +22,8 @@ CLASSIFIER_INITS = ("auto", "released", "zeros")  # models.fishnet.CLASSIFIER_IN
 PREDICTION_FORMATS = (".csv", ".jsonl")
 EXPORT_SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torch_export": ".pt2"}
 MIN_ONNX_OPSET = 18  # torch's ONNX exporter (torch.export-based) writes opset 18 and later
+AUTO_AUGMENTS = ("ra", "ta_wide", "aa")  # data.augment.AUTO_AUGMENTS (a test checks)
+OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
 
 
 def check_options(options: Options, world_size: Optional[int] = None) -> None:
@@ -35,7 +37,9 @@ def check_options(options: Options, world_size: Optional[int] = None) -> None:
     if isinstance(options, TrainConfig):
         check_optim(options.optim)
         check_schedule(options.schedule, options.optim, options.trainer.epochs)
-        check_unit_interval("loss.label_smoothing", options.loss.label_smoothing)
+        check_loss(options.loss)
+        check_progressive(options.data, options.trainer.epochs)
+        check_best_by(options.trainer.best_by, options.model.ema_decay)
         if world_size is not None:
             check_batch_split(options.data.batch_size, world_size, options.trainer.accum_steps)
             check_batch_norm_sizes(options.data, options.data.batch_size // (world_size * options.trainer.accum_steps))
@@ -92,6 +96,8 @@ def check_model(m: ModelConfig, train: bool) -> None:
     check_positive("model.num_classes", m.num_classes, optional=True, hint=" (null: the data's class count)")
     check_unit_interval("model.drop_rate", m.drop_rate)
     check_choice("model.classifier_init", m.classifier_init, CLASSIFIER_INITS)
+    check_number("model.ema_decay", m.ema_decay, 0.0, 1.0, low_open=True, high_open=True, optional=True)
+    check_positive("model.ema_every_steps", m.ema_every_steps)
 
 
 def check_data(d: DataConfig, val_sizes: bool = True) -> None:
@@ -115,6 +121,34 @@ def check_data(d: DataConfig, val_sizes: bool = True) -> None:
     check_channels("data.mean", d.mean, positive=False)
     check_channels("data.std", d.std, positive=True)
     check_choice("data.bad_images", d.bad_images, ("skip", "error"))
+    check_augmentations(d)
+
+
+def check_augmentations(d: DataConfig) -> None:
+    if d.auto_augment is not None:
+        check_choice("data.auto_augment", d.auto_augment, AUTO_AUGMENTS)
+    check_number("data.ra_magnitude", d.ra_magnitude, 0, 30)
+    check_number("data.random_erase", d.random_erase, 0.0, 1.0)
+    check_number("data.mixup_alpha", d.mixup_alpha, 0.0)
+    check_number("data.cutmix_alpha", d.cutmix_alpha, 0.0)
+    check_positive("data.repeated_aug", d.repeated_aug, hint=" (1: each sample once per epoch)")
+    if d.repeated_aug > 0 and d.batch_size > 0 and d.batch_size % d.repeated_aug:
+        fail(f"data.batch_size={d.batch_size} is not a multiple of data.repeated_aug={d.repeated_aug}: each global "
+             "batch holds batch_size / repeated_aug samples, repeated_aug times each; change either")
+
+
+def check_progressive(d: DataConfig, epochs: int) -> None:
+    """The progressive crop sizes are FishNet inputs no larger than data.train_crop, ramped within the run."""
+    low = d.progressive_min_crop
+    if low is None:
+        return
+    if not MIN_INPUT_SIZE <= low <= d.train_crop:
+        fail(f"data.progressive_min_crop={low} must be in [{MIN_INPUT_SIZE}, data.train_crop={d.train_crop}]: "
+             "the crop grows from it to data.train_crop")
+    ramp = list(d.progressive_epochs)
+    if len(ramp) != 2 or not 0 <= ramp[0] < ramp[1] <= epochs:
+        fail(f"data.progressive_epochs must be [start, end] with 0 <= start < end <= trainer.epochs={epochs} (the "
+             f"crop grows from data.progressive_min_crop to data.train_crop between them), got {ramp}")
 
 
 def check_pair(key: str, pair: Sequence[float], high: float = math.inf) -> None:
@@ -131,13 +165,34 @@ def check_channels(key: str, values: Sequence[float], positive: bool) -> None:
 
 
 def check_optim(o: OptimConfig) -> None:
-    check_choice("optim.name", o.name, ("sgd",))
+    check_choice("optim.name", o.name, OPTIMIZERS)
     check_number("optim.lr", o.lr, 0.0)
     check_number("optim.momentum", o.momentum, 0.0, 1.0, high_open=True)
     check_number("optim.weight_decay", o.weight_decay, 0.0)
     check_number("optim.backbone_lr_scale", o.backbone_lr_scale, 0.0)
     if o.nesterov and o.momentum == 0:
         fail("optim.nesterov=true needs momentum; set optim.momentum above 0 or optim.nesterov=false")
+    if len(o.betas) != 2:
+        fail(f"optim.betas needs two values [beta1, beta2], got {list(o.betas)}")
+    for i, beta in enumerate(o.betas):
+        check_number(f"optim.betas[{i}]", beta, 0.0, 1.0, high_open=True)
+    check_number("optim.eps", o.eps, 0.0, low_open=True, optional=True)
+    check_number("optim.trust_coefficient", o.trust_coefficient, 0.0, low_open=True)
+    check_number("optim.max_grad_norm", o.max_grad_norm, 0.0, low_open=True, optional=True)
+
+
+def check_loss(loss: LossConfig) -> None:
+    check_choice("loss.name", loss.name, ("ce", "bce"))
+    check_unit_interval("loss.label_smoothing", loss.label_smoothing)
+    check_number("loss.bce_target_thresh", loss.bce_target_thresh, 0.0, 1.0, high_open=True, optional=True)
+    if loss.bce_target_thresh is not None and loss.name != "bce":
+        fail("loss.bce_target_thresh applies to loss.name=bce only; set loss.name=bce or loss.bce_target_thresh=null")
+
+
+def check_best_by(best_by: str, ema_decay: Optional[float]) -> None:
+    check_choice("trainer.best_by", best_by, ("top1", "ema_top1"))
+    if best_by == "ema_top1" and ema_decay is None:
+        fail("trainer.best_by=ema_top1 needs EMA weights; set model.ema_decay (e.g. 0.9998) or trainer.best_by=top1")
 
 
 def check_schedule(s: ScheduleConfig, o: OptimConfig, epochs: int) -> None:
@@ -203,9 +258,10 @@ def check_export(e: ExportConfig) -> None:
 
 def check_batch_norm_sizes(d: DataConfig, micro_batch: int) -> None:
     """BatchNorm in training needs two values per channel; the deepest features are 1/32 of the crop."""
-    deepest = max(1, d.train_crop // 32) ** 2
+    crop = min(d.train_crop, d.progressive_min_crop or d.train_crop)
+    deepest = max(1, crop // 32) ** 2
     if micro_batch * deepest < 2:
-        fail(f"a micro-batch of {micro_batch} image at data.train_crop={d.train_crop} leaves BatchNorm one value per "
+        fail(f"a micro-batch of {micro_batch} image at a {crop} px training crop leaves BatchNorm one value per "
              "channel at FishNet's deepest (1x1) features; raise data.batch_size (it is split over processes and "
              "trainer.accum_steps) or use data.train_crop=64 or more")
 

@@ -26,6 +26,12 @@ def test_every_model_has_a_group_option_and_every_option_a_model():
     assert group_options("model") == sorted(list_models())
 
 
+def test_every_optimizer_the_check_accepts_has_a_group_file():
+    from fishnet_train.validation import OPTIMIZERS
+
+    assert group_options("optim") == sorted(OPTIMIZERS)
+
+
 @pytest.mark.parametrize("group, option", [
     (group, option) for group in ("model", "data", "optim", "schedule", "experiment") for option in group_options(group)
 ])
@@ -60,6 +66,26 @@ def test_defaults_are_the_papers_fishnet150_recipe():
 def test_paper_presets_are_the_defaults_with_their_model():
     for name in list_models():
         assert to_options(compose_train(f"experiment={name}_paper")) == to_options(compose_train(f"model={name}"))
+
+
+@pytest.mark.parametrize("generic", ["paper", "cosine_ls", "modern"])
+def test_generic_presets_with_the_default_model_are_their_fishnet150_presets(generic):
+    generic_options = to_options(compose_train(f"experiment={generic}"))
+    assert generic_options == to_options(compose_train(f"experiment=fishnet150_{generic}"))
+
+
+def test_the_modern_preset_is_torchvisions_recipe_as_documented():
+    o = to_options(compose_train("experiment=fishnet201_modern"))
+    d, m = o.data, o.model
+    assert (m.name, o.trainer.epochs, d.batch_size, o.optim.name, o.optim.lr, o.optim.momentum) == (
+        "fishnet201", 600, 1024, "sgd", 0.5, 0.9)
+    assert (o.optim.weight_decay, o.optim.decay_norm_and_bias, o.loss.label_smoothing) == (2e-5, False, 0.1)
+    assert (o.schedule.name, o.schedule.warmup_epochs, o.schedule.warmup_start_factor) == ("cosine", 5, 0.01)
+    assert (d.auto_augment, d.random_erase, d.mixup_alpha, d.cutmix_alpha, d.repeated_aug, d.lighting) == (
+        "ta_wide", 0.1, 0.2, 1.0, 4, 0.0)
+    assert (d.train_crop, d.val_resize, d.val_crop) == (176, 232, 224)
+    assert m.ema_every_steps == 32 and m.ema_decay == pytest.approx(1 - 2e-5 * 8 * 128 * 32 / 600, abs=1e-6)
+    assert o.trainer.best_by == "ema_top1"
 
 
 @pytest.mark.parametrize("preset, model, epochs, schedule, smoothing", [

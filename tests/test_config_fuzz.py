@@ -48,7 +48,11 @@ SPECIAL = {  # keys whose useful values are few, or which are slow at large valu
     "model.classifier_init": ["auto", "released", "zeros", "xavier"],
     "schedule.name": ["step", "cosine", "linear"],
     "schedule.milestones": ["[]", "[1]", "[1,2]", "[2,1]", "[0]", "[1,1]", "[30,60,90]", "3"],
-    "optim.name": ["sgd", "adam"],
+    "optim.name": ["sgd", "adamw", "lamb", "lars", "adam"],
+    "loss.name": ["ce", "bce", "focal"],
+    "data.auto_augment": ["ra", "ta_wide", "aa", "rand", "null"],
+    "data.progressive_epochs": ["[0,0]", "[0,1]", "[1,0]", "[0,5]", "[0]", "x"],
+    "trainer.best_by": ["top1", "ema_top1", "top5"],
     "trainer.device": ["cpu", "auto", "cuda", "tpu"],
     "trainer.devices": ["auto", "1", "0", "-1", "x"],
     "trainer.amp": ["none", "bf16", "fp16", "fp8"],
@@ -73,7 +77,7 @@ def field_values(key: str, hint: typing.Any) -> list[str]:
         values = INTEGERS + ["1.5"]
     elif base is float:
         values = NUMBERS
-    elif typing.get_origin(base) is list:
+    elif typing.get_origin(base) in (list, tuple):
         values = ["[]", "[0.5]", "[0.1,1.0]", "[1.0,0.1]", "[0,1]", "[0.5,0.5,0.5]", "[0.2,0.2,-1]", "[nan,1,1]", "0.5"]
     else:
         values = ["x", ""]
@@ -124,7 +128,7 @@ def fuzz_data(tmp_path_factory):
 BASE = [*TINY_TRAIN, "trainer.epochs=1", "trainer.device=cpu", "trainer.clip_grad_norm=null"]
 
 
-@fuzz(120)
+@fuzz(80)
 @given(overrides=overrides_from(TRAIN_KEYS))
 def test_a_drawn_train_config_is_refused_in_one_line_or_trains_a_step(overrides, fuzz_data, tmp_path_factory):
     try:
@@ -157,7 +161,7 @@ def fuzz_checkpoint(fuzz_data, tmp_path_factory):
     return run_dir / "checkpoints" / "last.pt"
 
 
-@fuzz(80)
+@fuzz(50)
 @given(overrides=overrides_from(EVAL_KEYS))
 def test_a_drawn_eval_config_is_refused_in_one_line_or_evaluates(overrides, fuzz_data, fuzz_checkpoint,
                                                                  tmp_path_factory):

@@ -3,7 +3,7 @@ import pytest
 
 from fishnet_train.config import to_options
 from fishnet_train.errors import UserError
-from fishnet_train.validation import CLASSIFIER_INITS, MIN_INPUT_SIZE, check_options
+from fishnet_train.validation import AUTO_AUGMENTS, CLASSIFIER_INITS, MIN_INPUT_SIZE, check_options
 
 from .helpers import compose_eval, compose_export, compose_predict, compose_train
 
@@ -37,6 +37,22 @@ from .helpers import compose_eval, compose_export, compose_predict, compose_trai
     (["trainer.host_allocator=jemalloc"], "trainer.host_allocator='jemalloc' is not one of keep_freed, system"),
     (["model.classifier_init=xavier"], "model.classifier_init='xavier' is not one of auto, released, zeros"),
     (["optim.backbone_lr_scale=-0.1"], "optim.backbone_lr_scale must be zero or more"),
+    (["data.auto_augment=rand"], "data.auto_augment='rand' is not one of ra, ta_wide, aa"),
+    (["data.ra_magnitude=31"], r"data.ra_magnitude must be in \[0, 30\]"),
+    (["data.random_erase=1.5"], r"data.random_erase must be in \[0, 1\]"),
+    (["data.mixup_alpha=-1"], "data.mixup_alpha must be zero or more"),
+    (["data.repeated_aug=0"], "data.repeated_aug must be positive"),
+    (["data.progressive_min_crop=256"], r"data.progressive_min_crop=256 must be in \[32, data.train_crop=224\]"),
+    (["data.progressive_min_crop=128", "data.progressive_epochs=[50,120]"], "data.progressive_epochs must be"),
+    (["data.progressive_min_crop=128"], r"0 <= start < end <= trainer.epochs=100 .* got \[0, 0\]"),
+    (["data.repeated_aug=3"], "data.batch_size=256 is not a multiple of data.repeated_aug=3"),
+    (["optim=adamw", "optim.betas=[0.9,1.0]"], r"optim.betas\[1\] must be in \[0, 1\)"),
+    (["optim.name=adam"], "optim.name='adam' is not one of sgd, adamw, lamb, lars"),
+    (["optim=lars", "optim.trust_coefficient=0"], "optim.trust_coefficient must be positive"),
+    (["loss.name=focal"], "loss.name='focal' is not one of ce, bce"),
+    (["loss.bce_target_thresh=0.2"], "loss.bce_target_thresh applies to loss.name=bce only"),
+    (["model.ema_decay=1.0"], r"model.ema_decay must be in \(0, 1\)"),
+    (["trainer.best_by=ema_top1"], "trainer.best_by=ema_top1 needs EMA weights"),
 ])
 def test_train_values_that_cannot_be_meant_are_refused(overrides, message):
     with pytest.raises(UserError, match=message):
@@ -50,6 +66,15 @@ def test_a_batch_that_does_not_split_over_the_known_processes_is_refused():
         check_options(options, world_size=2)
 
 
+def test_batch_norm_needs_two_values_at_the_smallest_progressive_crop():
+    options = to_options(compose_train("data.root=/data", "data.batch_size=1", "data.train_crop=64"))
+    check_options(options, world_size=1)  # 2x2 deepest features at 64 px
+    small_first = to_options(compose_train("data.root=/data", "data.batch_size=1", "data.train_crop=64",
+                                           "data.progressive_min_crop=32", "data.progressive_epochs=[0,10]"))
+    with pytest.raises(UserError, match="a micro-batch of 1 image at a 32 px training crop"):
+        check_options(small_first, world_size=1)
+
+
 def test_eval_options_are_checked_too_but_the_sizes_once_merged_with_the_checkpoints():
     with pytest.raises(UserError, match="data.batch_size must be positive"):
         check_options(to_options(compose_eval("checkpoint=x.pt", "data.root=/d", "data.batch_size=0")))
@@ -58,10 +83,11 @@ def test_eval_options_are_checked_too_but_the_sizes_once_merged_with_the_checkpo
 
 
 def test_the_smallest_input_and_the_classifier_inits_are_the_models():
+    from fishnet_train.data.augment import AUTO_AUGMENTS as data_policies
     from fishnet_train.models.fishnet import CLASSIFIER_INITS as model_inits
     from fishnet_train.models.fishnet import MIN_INPUT_SIZE as model_minimum
 
-    assert MIN_INPUT_SIZE == model_minimum and CLASSIFIER_INITS == model_inits
+    assert MIN_INPUT_SIZE == model_minimum and CLASSIFIER_INITS == model_inits and AUTO_AUGMENTS == data_policies
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -9,12 +9,26 @@ from typing import Callable
 import torch
 from torchvision import transforms as T
 from torchvision.datasets.folder import pil_loader
+from torchvision.transforms import InterpolationMode, v2
 
 from bench_rounds import median_of_rounds
 from fishnet_train.data import ImageFolderDataset, TrainTransform, ValTransform, find_split
+from fishnet_train.data.augment import auto_augment
 from fishnet_train.data.samplers import sample_seed
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+RANDOM_ERASE = 0.1  # experiment/modern.yaml's
+
+
+def reference_augmented() -> v2.Compose:
+    """torchvision's reference training preset (references/classification/presets.py, use_v2, PIL backend)
+    with TrivialAugmentWide and random erasing, as the modern recipe runs it."""
+    return v2.Compose([
+        v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(),
+        v2.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR), v2.PILToTensor(),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD), v2.RandomErasing(RANDOM_ERASE),
+        v2.ToPureTensor(),
+    ])
 
 
 def _rate(fn: Callable[[int], object], n: int) -> float:
@@ -41,11 +55,17 @@ def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
     paths = [p for p, _ in samples]
     ours_train = ImageFolderDataset(split, TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.1), train=True)
     ours_val = ImageFolderDataset(split, ValTransform(256, 224), train=False)
+    # Ours erases on the device, per batch (data/augment.py): the workers' share is the policy.
+    ours_augmented = ImageFolderDataset(
+        split, TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.0, auto_augment("ta_wide")), train=True)
+    ref_augmented = reference_augmented()
     ref_train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
     ref_val = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(MEAN, STD)])
     pipelines = {
         ("train", "ours"): lambda i: ours_train[(i, sample_seed(0, 0, i))],
         ("train", "reference"): lambda i: ref_train(pil_loader(paths[i])),
+        ("train_ta_wide_erase", "ours"): lambda i: ours_augmented[(i, sample_seed(0, 0, i))],
+        ("train_ta_wide_erase", "reference"): lambda i: ref_augmented(pil_loader(paths[i])),
         ("val", "ours"): lambda i: ours_val[i],
         ("val", "reference"): lambda i: ref_val(pil_loader(paths[i])),
         ("decode_only", ""): lambda i: pil_loader(paths[i]),
@@ -53,6 +73,8 @@ def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
     med = median_of_rounds({key: functools.partial(_rate, fn, len(paths)) for key, fn in pipelines.items()}, rounds)
     return {
         "train": {"ours": med[("train", "ours")], "reference": med[("train", "reference")]},
+        "train_ta_wide_erase": {"ours": med[("train_ta_wide_erase", "ours")],
+                                "reference": med[("train_ta_wide_erase", "reference")]},
         "val": {"ours": med[("val", "ours")], "reference": med[("val", "reference")]},
         "decode_only": med[("decode_only", "")],
         "images": len(paths),

@@ -32,12 +32,12 @@ def print_table(title: str, rows: dict) -> None:
     for name, value in rows.items():
         base = value.get("reference", value.get("eager")) if isinstance(value, dict) else None
         if base is not None and "ours" in value:
-            print(f"  {name:<10} ours {value['ours']:10.1f}   reference {base:10.1f}   "
+            print(f"  {name:<20} ours {value['ours']:10.1f}   reference {base:10.1f}   "
                   f"speed-up {value['ours'] / base:5.2f}x")
         elif isinstance(value, dict):
-            print(f"  {name:<10} " + "   ".join(f"{k} {v:.1f}" for k, v in value.items()))
+            print(f"  {name:<20} " + "   ".join(f"{k} {v:.1f}" for k, v in value.items()))
         else:
-            print(f"  {name:<10} {value:.3f}" if isinstance(value, float) else f"  {name:<10} {value}")
+            print(f"  {name:<20} {value:.3f}" if isinstance(value, float) else f"  {name:<20} {value}")
 
 
 def main() -> None:

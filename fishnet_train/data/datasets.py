@@ -62,8 +62,8 @@ def find_splits(root: str) -> tuple[Split, Split]:
 class ImageFolderDataset(Dataset):
     """Items are ``(uint8 HWC image, target, lighting alpha, skipped files)``.
 
-    Train items are asked for by ``(index, seed)``: the seed fixes the sample's augmentation,
-    so a run resumed mid-epoch sees the very same crops. With ``bad_images="skip"`` an
+    Train items are asked for by ``(index, seed, crop size or None)``: the seed fixes the sample's
+    augmentation, so a run resumed mid-epoch sees the very same crops. With ``bad_images="skip"`` an
     undecodable file is replaced by the next decodable one and reported in the item.
     """
 
@@ -73,8 +73,8 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        index, seed = key if isinstance(key, tuple) else (key, key)
+    def __getitem__(self, key: int | tuple[int, int] | tuple[int, int, int | None]):
+        index, seed, size = (*key, None)[:3] if isinstance(key, tuple) else (key, key, None)
         skipped: list[str] = []
         for attempt in range(MAX_REPLACEMENTS):
             path, target = self.split.samples[(index + attempt) % len(self)]
@@ -87,7 +87,7 @@ class ImageFolderDataset(Dataset):
                 skipped.append(reason)
                 continue
             if self.train:
-                image, alpha = self.transform(img, random.Random(seed))
+                image, alpha = self.transform(img, random.Random(seed), size)
             else:
                 image, alpha = self.transform(img), torch.zeros(3)
             return image, target, alpha, skipped

@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import DataConfig
+from .augment import auto_augment
 from .datasets import ImageFolderDataset, Split, collate
 from .samplers import EvalSampler, TrainSampler
 from .transforms import TrainTransform, ValTransform
@@ -29,8 +30,9 @@ def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: i
 
 def build_train_loader(split: Split, data: DataConfig, sampler: TrainSampler, micro_batch: int,
                        pin_memory: bool) -> DataLoader:
-    """Random-resized crops (and flips, lighting draws) from each sample's own seed."""
-    transform = TrainTransform(data.train_crop, data.crop_scale, data.crop_ratio, data.hflip, data.lighting)
+    """Random-resized crops (and flips, lighting draws, the auto-augment policy) from each sample's own seed."""
+    transform = TrainTransform(data.train_crop, data.crop_scale, data.crop_ratio, data.hflip, data.lighting,
+                               auto_augment(data.auto_augment, data.ra_magnitude))
     dataset = ImageFolderDataset(split, transform, train=True, bad_images=data.bad_images)
     return build_loader(dataset, sampler, micro_batch, data.workers, pin_memory)
 

@@ -11,6 +11,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from .augment import augment_image
 
 # AlexNet's PCA of ImageNet RGB pixels (on the [0, 1] scale), as used by the release.
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -57,19 +60,27 @@ def random_resized_crop_box(
 
 
 class TrainTransform:
-    """Random resized crop + horizontal flip; also draws the sample's PCA-lighting alpha."""
+    """Random resized crop + horizontal flip (+ an auto-augment policy); also draws the sample's
+    PCA-lighting alpha. Every draw comes from ``rng``, the sample's own generator, the policy's
+    through a seed drawn last (the crop, flip and lighting draws are the same with or without it)."""
 
-    def __init__(self, size: int, scale: Sequence[float], ratio: Sequence[float], hflip: bool, lighting: float) -> None:
+    def __init__(self, size: int, scale: Sequence[float], ratio: Sequence[float], hflip: bool, lighting: float,
+                 augment: v2.Transform | None = None) -> None:
         self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
-        self.hflip, self.lighting = hflip, lighting
+        self.hflip, self.lighting, self.augment = hflip, lighting, augment
 
-    def __call__(self, image: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-        """(3, H, W) uint8 -> (size, size, 3) uint8 and a (3,) lighting alpha."""
+    def __call__(self, image: torch.Tensor, rng: random.Random,
+                 size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3, H, W) uint8 -> (size, size, 3) uint8 and a (3,) lighting alpha; ``size`` overrides
+        the configured crop size (progressive resizing)."""
+        size = size or self.size
         left, top, w, h = random_resized_crop_box(image.shape[2], image.shape[1], self.scale, self.ratio, rng)
-        out = resize(image[:, top:top + h, left:left + w], self.size, self.size)
+        out = resize(image[:, top:top + h, left:left + w], size, size)
         if self.hflip and rng.random() < 0.5:
             out = out.flip(1)
         alpha = torch.tensor([rng.gauss(0.0, self.lighting) for _ in range(3)]) if self.lighting > 0 else torch.zeros(3)
+        if self.augment is not None:
+            out = augment_image(self.augment, out, rng.getrandbits(63))
         return out, alpha
 
 
@@ -116,3 +127,16 @@ class BatchPreprocess:
             rgb = (self.eigvec * (alpha.to(self.device, non_blocking=True) * self.eigval).unsqueeze(1)).sum(2)
             shift = shift - rgb.view(-1, 3, 1, 1) * 255.0
         return (x - shift) * self.inv_std
+
+
+def progressive_crop(epoch: int, low: int | None, high: int, ramp: Sequence[int]) -> int | None:
+    """Progressive resizing's crop size at (0-based) ``epoch``: ``low`` until epoch ``ramp[0]``, ``high``
+    from ``ramp[1]`` on, and between them the linear ramp rounded to a multiple of 32 px, as FFCV's
+    ImageNet recipe rounds it (kept within [low, high]). None when off (``low`` None)."""
+    if low is None:
+        return None
+    start, end = ramp
+    if epoch <= start or epoch >= end:
+        return low if epoch <= start else high
+    size = int(round((low + (high - low) * (epoch - start) / (end - start)) / 32)) * 32
+    return min(high, max(low, size))

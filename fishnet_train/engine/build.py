@@ -18,7 +18,7 @@ from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract
 from ..validation import check_batch_split
 from .checkpoint import check_resume_option
 from .distributed import DistInfo, broadcast_object
-from .optim import LrSchedule, build_sgd
+from .optim import LrSchedule
 from .reporting import Reporter
 
 
@@ -65,22 +65,18 @@ def build_model(options: ModelConfig, num_classes: int) -> FishNet:
     """The configured model (its name was checked by ``check_inputs``)."""
     assert options.name is not None  # validation.check_model
     return create_model(options.name, num_classes=num_classes, drop_rate=options.drop_rate,
-                        grad_checkpointing=options.grad_checkpointing, classifier_init=options.classifier_init)
+                        grad_checkpointing=options.grad_checkpointing, classifier_init=options.classifier_init,
+                        zero_init_residual=options.zero_init_residual)
 
 
-def load_pretrained(model: nn.Module, path: str) -> bool:
-    """Weights only: ours, released or safetensors; returns whether the classifier was left as initialised
-    (the file's has another class count)."""
-    state = extract_state_dict(read_checkpoint(path))
+def load_pretrained(model: nn.Module, path: str, ema: bool = False) -> bool:
+    """Weights only (``ema``: a checkpoint's EMA weights): ours, released or safetensors; returns whether
+    the classifier was left as initialised (the file's has another class count)."""
+    state = extract_state_dict(read_checkpoint(path), ema, path)
     fc = state.get(CLASSIFIER_PREFIX + "weight")
     skip = fc is not None and fc.shape != model.state_dict()[CLASSIFIER_PREFIX + "weight"].shape
     load_weights(model, state, skip_classifier=skip)
     return skip
-
-
-def build_optimizer(model: nn.Module, options: OptimConfig) -> torch.optim.Optimizer:
-    return build_sgd(model, options.lr, options.momentum, options.weight_decay, options.nesterov,
-                     options.decay_norm_and_bias, options.backbone_lr_scale)
 
 
 def build_schedule(optim: OptimConfig, schedule: ScheduleConfig, steps_per_epoch: int, epochs: int) -> LrSchedule:
@@ -121,7 +117,8 @@ def build_data(data: DataConfig, splits: tuple[Split, Split], info: DistInfo, ac
     train_split, val_split = splits
     micro = split_batch(data.batch_size, info.world_size, accum_steps)
     pin = info.device.type == "cuda"
-    sampler = TrainSampler(len(train_split.samples), data.batch_size, info.rank, info.world_size, seed)
+    sampler = TrainSampler(len(train_split.samples), data.batch_size, info.rank, info.world_size, seed,
+                           data.repeated_aug)
     return TrainData(
         train_loader=build_train_loader(train_split, data, sampler, micro, pin),
         val_loader=build_val_loader(val_split, data, info.rank, info.world_size, pin),

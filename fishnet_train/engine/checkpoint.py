@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import CheckpointError, UserError
 from ..models import load_weights, read_checkpoint
+from .ema import WeightAverage
 
 FORMAT = "fishnet-train/1"
 
@@ -124,8 +125,9 @@ def training_state(
     num_classes: int,
     classes: list[str],
     world_size: int,
+    ema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict; ``rng_states`` holds one entry per rank."""
+    """The checkpoint dict; ``rng_states`` holds one entry per rank, ``ema`` is ``WeightAverage.state()``."""
     return {
         "format": FORMAT,
         "arch": arch,
@@ -138,6 +140,8 @@ def training_state(
         "config": config,
         "rng": rng_states,
         "world_size": world_size,
+        "model_ema": ema["model"] if ema else None,
+        "ema_updates": ema["updates"] if ema else 0,
     }
 
 
@@ -157,8 +161,10 @@ def restore_training_state(
     scaler: torch.amp.GradScaler | None,
     rank: int,
     world_size: int,
+    ema: WeightAverage | None = None,
 ) -> Progress:
-    """Load model, optimiser, scaler and (same world size only) this rank's RNG state."""
+    """Load model, optimiser, scaler, the EMA weights where both have them and (same world size only)
+    this rank's RNG state."""
 
     load_weights(model, state["model"])
     scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
@@ -174,6 +180,8 @@ def restore_training_state(
         group["lr_scale"] = scale  # the configured rate scale, not the one saved
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
+    if ema is not None and state.get("model_ema") is not None:
+        ema.load_state({"model": state["model_ema"], "updates": state["ema_updates"]})
     if state.get("world_size") == world_size and rank < len(state["rng"]):
         set_rng_state(state["rng"][rank])
     return Progress(**state["progress"])

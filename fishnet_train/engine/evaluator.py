@@ -53,7 +53,7 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
     try:
         # As the trainer sets up its processes, so that figures and speed match its validation.
         reporter.info(configure_process(settings_for(options.trainer, info.rank, info.device)))
-        ckpt = load_checkpoint(options.checkpoint, options.model.name)
+        ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
         data = inference_data(options.data, ckpt, set(overridden))
         split = find_split(data.root, "val")
         check_same_classes(ckpt, split.classes, split.root)

@@ -43,7 +43,7 @@ def run_export(options: ExportConfig, run_dir: str, overridden: Iterable[str] = 
     check_options(options)
     check_export_inputs(options)
     reporter = Reporter(run_dir, True, tensorboard=False)
-    ckpt = load_checkpoint(options.checkpoint, options.model.name)
+    ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
     data = inference_data(options.data, ckpt, set(overridden))
     model = build_trained_model(ckpt, options.model.num_classes)
     staged = unchecked_path(options.output) if options.check else options.output

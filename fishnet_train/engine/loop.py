@@ -7,16 +7,19 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..config import LossConfig
 from ..data import BatchPreprocess, DevicePrefetcher
+from ..data.augment import BatchAugment, batch_seed
 from ..errors import UserError
 from ..models import FishNet
 from .checkpoint import Progress
 from .distributed import all_reduce_max, all_reduce_mean
+from .ema import WeightAverage
 from .evaluate import autocast
+from .losses import classification_loss
 from .optim import LrSchedule, set_lr
 from .reporting import Reporter
 from .signals import Preempted, StopRequest
@@ -36,10 +39,12 @@ class LoopOptions:
     accum_steps: int = 1
     amp: str = "none"  # the effective autocast mode (see build.effective_amp)
     lighting: bool = False  # batches carry PCA lighting draws to apply
-    label_smoothing: float = 0.0
+    loss: LossConfig = LossConfig()
     clip_grad_norm: float | None = None
     nan_policy: str = "stop"
     checkpoint_every_steps: int = 0
+    seed: int = 0  # the run's: with the step and micro-batch, it seeds the batch augmentations
+    rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class StepParts:
     schedule: LrSchedule
     preprocess: BatchPreprocess
     device: torch.device
+    augment: BatchAugment | None = None  # random erasing, MixUp/CutMix
+    ema: WeightAverage | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ def train_one_epoch(
         loss_sum += loss
         p.step += 1
         p.epoch_step += 1
+        if parts.ema is not None:
+            parts.ema.after_step(parts.model, p.step)
         if after_step is not None:
             after_step(p)
         if p.step % 10 == 0:
@@ -146,13 +155,16 @@ def optimizer_step(parts: StepParts, micro_batches: list, loop: LoopOptions, pro
     total = torch.zeros((), device=parts.device)
     for i, (images, y, alpha, _) in enumerate(micro_batches):
         x = parts.preprocess(images, alpha if loop.lighting else None)
+        if parts.augment is not None:
+            # Seeded by the micro-batch's place in the global batch: the same draws on any number of processes.
+            x, y = parts.augment(x, y, batch_seed(loop.seed, progress.step, loop.rank * accum + i))
         # Gradients are all-reduced once per step, after the last micro-batch.
         last = i == accum - 1
         sync = ddp.no_sync() if isinstance(ddp, DistributedDataParallel) and not last else contextlib.nullcontext()
         with sync:
             try:
                 with autocast(parts.device, loop.amp):
-                    loss = F.cross_entropy(model(x), y, label_smoothing=loop.label_smoothing) / accum
+                    loss = classification_loss(model(x), y, loop.loss) / accum
                 parts.scaler.scale(loss).backward()
             except torch.OutOfMemoryError:
                 raise UserError(

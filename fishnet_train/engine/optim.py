@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..config import OptimConfig
 from ..models.fishnet import CLASSIFIER_PREFIX
 
 
@@ -29,9 +30,34 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
 
 
 def build_sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool,
-              decay_norm_and_bias: bool, backbone_lr_scale: float = 1.0) -> torch.optim.SGD:
-    groups = param_groups(model, weight_decay, decay_norm_and_bias, backbone_lr_scale)
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+              decay_norm_and_bias: bool, backbone_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    return build_optimizer(model, OptimConfig(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+                                              decay_norm_and_bias=decay_norm_and_bias,
+                                              backbone_lr_scale=backbone_lr_scale))
+
+
+def build_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
+    """``optim.name``'s optimizer over ``param_groups``: SGD and AdamW from torch, LAMB and LARS from timm
+    (imported only when chosen: it takes seconds). LAMB and LARS adapt the step of the groups with weight
+    decay only, so with ``decay_norm_and_bias=false`` BN parameters and biases are neither decayed nor
+    adapted, as in the published recipes."""
+    groups = param_groups(model, o.weight_decay, o.decay_norm_and_bias, o.backbone_lr_scale)
+    betas = (o.betas[0], o.betas[1])
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=betas, eps=o.eps or 1e-8)
+    from timm.optim import Lamb, Lars
+
+    for group in groups:
+        # timm adapts the groups with weight decay; with optim.weight_decay=0 it would adapt none and
+        # quietly become Adam or SGD: adapt those that would have been decayed.
+        decayable = o.decay_norm_and_bias or all(p.ndim > 1 for p in group["params"])
+        group["always_adapt"] = o.weight_decay == 0 and decayable
+    if o.name == "lamb":
+        return Lamb(groups, lr=o.lr, betas=betas, eps=o.eps or 1e-6, max_grad_norm=o.max_grad_norm)
+    return Lars(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, trust_coeff=o.trust_coefficient,
+                eps=o.eps or 1e-8)
 
 
 @dataclass(frozen=True)
@@ -52,8 +78,12 @@ class LrSchedule:
     warmup_start_factor: float = 0.1
     min_lr: float = 0.0
 
+    @property
+    def warmup_steps(self) -> int:
+        return int(round(self.warmup_epochs * self.steps_per_epoch))
+
     def __call__(self, step: int) -> float:
-        warmup_steps = int(round(self.warmup_epochs * self.steps_per_epoch))
+        warmup_steps = self.warmup_steps
         if step < warmup_steps:
             frac = step / warmup_steps
             return self.base_lr * (self.warmup_start_factor + (1.0 - self.warmup_start_factor) * frac)

@@ -56,7 +56,7 @@ def run_predict(options: PredictConfig, run_dir: str, overridden: Iterable[str] 
     device = resolve_device(options.trainer.device)
     reporter = Reporter(run_dir, True, tensorboard=False)
     reporter.info(configure_process(settings_for(options.trainer, 0, device)))
-    ckpt = load_checkpoint(options.checkpoint, options.model.name)
+    ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
     data = inference_data(options.data, ckpt, set(overridden))
     model = build_trained_model(ckpt, options.model.num_classes).to(device)
     model.to(memory_format=torch.channels_last if options.trainer.channels_last else torch.contiguous_format)

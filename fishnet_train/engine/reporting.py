@@ -75,7 +75,9 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     r = record
     return (
         f"epoch {r['epoch']}/{epochs}  train_loss {r['train_loss']:.4f}  val_loss {fmt(r['val_loss'], '.4f')}  "
-        f"top1 {fmt(r['top1'], '.2f')}  top5 {fmt(r['top5'], '.2f')}  lr {r['lr']:.4g}  "
+        f"top1 {fmt(r['top1'], '.2f')}  top5 {fmt(r['top5'], '.2f')}  "
+        + (f"ema_top1 {fmt(r['ema_top1'], '.2f')}  " if "ema_top1" in r else "")
+        + f"lr {r['lr']:.4g}  "
         f"{r['images_per_sec']:.1f} img/s  {r['epoch_seconds']:.1f}s  "
         f"best {r['best_top1']:.2f} (epoch {r['best_epoch']})  skipped {r['skipped_images']}"
     )

@@ -30,10 +30,11 @@ class LoadedCheckpoint:
     classes: list[str] | None  # the class folders it was trained on (None: released files)
 
 
-def load_checkpoint(path: str, arch: str | None) -> LoadedCheckpoint:
-    """The weights and what the file says of them; ``arch`` (None: the file's, else inferred from the keys)."""
+def load_checkpoint(path: str, arch: str | None, ema: bool = False) -> LoadedCheckpoint:
+    """The weights (``ema``: the EMA weights) and what the file says of them; ``arch`` (None: the file's,
+    else inferred from the keys)."""
     raw = read_checkpoint(path)
-    state = extract_state_dict(raw)
+    state = extract_state_dict(raw, ema, path)
     if CLASSIFIER_PREFIX + "weight" not in state:
         raise CheckpointError(
             f"{path} has no classifier weights ({CLASSIFIER_PREFIX}weight); is it a FishNet checkpoint?")

@@ -11,22 +11,26 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import TrainConfig, to_plain
+from ..config import ModelConfig, TrainConfig, to_plain
+from ..data.augment import BatchAugment
+from ..data.transforms import progressive_crop
 from ..errors import UserError
 from ..inference import fuse_for_inference
 from ..models import FishNet
 from ..validation import check_options
 from .build import (
-    TrainData, build_data, build_model, build_optimizer, build_schedule, check_inputs, effective_amp, index_data,
-    load_pretrained, resolve_num_classes,
+    TrainData, build_data, build_model, build_schedule, check_inputs, effective_amp, index_data, load_pretrained,
+    resolve_num_classes,
 )
 from .checkpoint import (
     Progress, copy_atomic, load_training_state, restore_training_state, resume_path, rng_state, save_atomic,
     training_state,
 )
-from .distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed, shutdown
+from .distributed import DistInfo, all_gather_objects, broadcast_buffers, broadcast_object, init_distributed, shutdown
+from .ema import WeightAverage
 from .evaluate import EvalResult, evaluate
 from .loop import EpochStats, LoopOptions, StepHook, StepParts, train_one_epoch
+from .optim import build_optimizer
 from .reporting import Reporter, epoch_line
 from .runtime import configure_process, settings_for
 from .signals import Preempted, StopRequest
@@ -89,14 +93,16 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     if amp != t.amp:
         reporter.warning(f"trainer.amp={t.amp} needs a GPU; training in fp32 on {info.device.type}")
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == "fp16")
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    progress = resume(t.resume, ckpt_dir, model, optimizer, scaler, info, reporter)
     steps = min(data.train_sampler.batches_per_epoch, t.max_steps_per_epoch or data.train_sampler.batches_per_epoch)
     schedule = build_schedule(options.optim, options.schedule, steps, t.epochs)
+    ema = build_ema(options.model, model, schedule.warmup_steps)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    progress = resume(t.resume, ckpt_dir, model, optimizer, scaler, ema, info, reporter)
+    augment = BatchAugment(d.random_erase, d.mixup_alpha, d.cutmix_alpha, num_classes)
     parts = StepParts(model, step_model(model, info, t.compile), optimizer, scaler, schedule, data.preprocess,
-                      info.device)
-    loop = LoopOptions(steps, t.epochs, d.batch_size, t.accum_steps, amp, d.lighting > 0,
-                       options.loss.label_smoothing, t.clip_grad_norm, t.nan_policy, t.checkpoint_every_steps)
+                      info.device, augment if augment.active else None, ema)
+    loop = LoopOptions(steps, t.epochs, d.batch_size, t.accum_steps, amp, d.lighting > 0, options.loss,
+                       t.clip_grad_norm, t.nan_policy, t.checkpoint_every_steps, t.seed, info.rank)
     reporter.write_text("config.yaml", OmegaConf.to_yaml(to_plain(options)))
     reporter.info(f"{options.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters, "
                   f"{num_classes} classes, {info.world_size} process(es) on {info.device.type}, "
@@ -104,12 +110,16 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     return Run(options, info, reporter, parts, loop, data, ckpt_dir, progress)
 
 
+def build_ema(m: ModelConfig, model: FishNet, warmup_steps: int) -> WeightAverage | None:
+    return WeightAverage(model, m.ema_decay, m.ema_every_steps, warmup_steps) if m.ema_decay is not None else None
+
+
 def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, reporter: Reporter) -> FishNet:
     """The model as configured, with pretrained weights and SyncBatchNorm if asked, on the device."""
     m, t = options.model, options.trainer
     model = build_model(m, num_classes)
     if m.pretrained:
-        reinitialised = load_pretrained(model, m.pretrained)
+        reinitialised = load_pretrained(model, m.pretrained, m.use_ema)
         reporter.info(f"loaded weights from {m.pretrained}"
                       + (" (classifier re-initialised for the new classes)" if reinitialised else ""))
     if m.freeze_backbone:
@@ -124,12 +134,15 @@ def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, repo
 
 
 def resume(resume_option: str | None, ckpt_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler, info: DistInfo, reporter: Reporter) -> Progress:
+           scaler: torch.amp.GradScaler, ema: WeightAverage | None, info: DistInfo, reporter: Reporter) -> Progress:
     """Load the state ``trainer.resume`` names into the parts; where the run stands."""
     path = resume_path(resume_option, ckpt_dir)
     if not path:
         return Progress()
-    progress = restore_training_state(load_training_state(path), model, optimizer, scaler, info.rank, info.world_size)
+    state = load_training_state(path)
+    progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema)
+    if ema is not None and state.get("model_ema") is None:
+        reporter.warning(f"{path} has no EMA weights (model.ema_decay was off): the average starts now")
     reporter.info(f"resumed from {path} at epoch {progress.epoch + 1}, step {progress.epoch_step} of it")
     return progress
 
@@ -142,31 +155,39 @@ def step_model(model: nn.Module, info: DistInfo, compile: bool) -> nn.Module:
 
 
 def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None = None) -> dict | None:
-    t, p = run.options.trainer, run.progress
+    t, d, p = run.options.trainer, run.options.data, run.progress
     record = None
     for epoch in range(p.epoch, t.epochs):
         started = time.perf_counter()
-        run.data.train_sampler.set_epoch(epoch, p.epoch_step, run.loop.steps_per_epoch)
+        crop = progressive_crop(epoch, d.progressive_min_crop, d.train_crop, d.progressive_epochs)
+        run.data.train_sampler.set_epoch(epoch, p.epoch_step, run.loop.steps_per_epoch, crop)
         stats = train_one_epoch(run.parts, run.data.train_loader, p, run.loop, reporter=run.reporter, stop=stop,
                                 save=lambda: save_checkpoint(run, best=False), after_step=after_step)
         due = (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs
-        val = validate(run) if due else None
+        val = validate(run, run.parts.model) if due else None
+        ema_val = validate(run, run.parts.ema.model, "val (EMA)") if due and run.parts.ema is not None else None
         p.epoch, p.epoch_step = epoch + 1, 0
-        is_best = val is not None and val.top1 > p.best_top1
-        if val is not None and is_best:
-            p.best_top1, p.best_epoch = val.top1, epoch + 1
+        chosen = ema_val if t.best_by == "ema_top1" else val
+        is_best = chosen is not None and chosen.top1 > p.best_top1
+        if chosen is not None and is_best:
+            p.best_top1, p.best_epoch = chosen.top1, epoch + 1
         save_checkpoint(run, best=is_best)
         record = epoch_record(p, stats, val, time.perf_counter() - started, report_skipped(run, stats, val))
+        if run.parts.ema is not None:
+            record.update(ema_record(ema_val))
         run.reporter.info(epoch_line(record, t.epochs))
         run.reporter.epoch_metrics(record)
     return record
 
 
-def validate(run: Run) -> EvalResult:
-    """Val figures of the current weights, computed exactly as fishnet-eval computes them."""
-    bar = run.reporter.bar(run.data.val_loader, len(run.data.val_loader), "val")
-    return evaluate(fuse_for_inference(run.parts.model), bar, run.data.preprocess, run.parts.model.num_classes,
-                    run.info.device, run.loop.amp)
+def validate(run: Run, model: FishNet, desc: str = "val") -> EvalResult:
+    """Val figures of ``model``'s current weights, computed exactly as fishnet-eval computes them. Each
+    process's BN statistics differ slightly (DDP syncs them at the start of each step, then each updates
+    its own): every rank takes rank 0's, the ones saved, so the figures are those of the checkpoint."""
+    broadcast_buffers(model)
+    bar = run.reporter.bar(run.data.val_loader, len(run.data.val_loader), desc)
+    return evaluate(fuse_for_inference(model), bar, run.data.preprocess, model.num_classes, run.info.device,
+                    run.loop.amp)
 
 
 def epoch_record(p: Progress, stats: EpochStats, val: EvalResult | None, seconds: float, skipped: int) -> dict:
@@ -179,14 +200,21 @@ def epoch_record(p: Progress, stats: EpochStats, val: EvalResult | None, seconds
     }
 
 
+def ema_record(val: EvalResult | None) -> dict:
+    """The EMA weights' val figures, beside the raw weights' in ``metrics.jsonl``."""
+    return {"ema_val_loss": val.loss if val else None, "ema_top1": val.top1 if val else None,
+            "ema_top5": val.top5 if val else None}
+
+
 def save_checkpoint(run: Run, best: bool) -> None:
     """last.pt (and best.pt) on rank 0; every rank contributes its RNG state."""
     rngs = all_gather_objects(rng_state())
     if not run.info.is_main:
         return
     model = run.parts.model
+    ema = run.parts.ema.state() if run.parts.ema is not None else None
     state = training_state(model, run.parts.optimizer, run.parts.scaler, run.progress, to_plain(run.options), rngs,
-                           run.options.model.name, model.num_classes, run.data.classes, run.info.world_size)
+                           run.options.model.name, model.num_classes, run.data.classes, run.info.world_size, ema)
     last = os.path.join(run.ckpt_dir, "last.pt")
     save_atomic(state, last)
     if best:

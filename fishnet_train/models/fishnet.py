@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .blocks import Bridge, DownStage, FishStage, res_stage
+from .blocks import Bottleneck, Bridge, DownStage, FishStage, res_stage
 
 MIN_INPUT_SIZE = 32
 # (c_in, c_out, k, dilation, skip channels) of the three body stages (4, 5, 6).
@@ -83,6 +83,7 @@ class FishNet(nn.Module):
         drop_rate: float = 0.0,
         grad_checkpointing: bool = False,
         classifier_init: str = "auto",
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if len(residual_blocks) != 10 or len(transfer_blocks) != 6:
@@ -109,6 +110,16 @@ class FishNet(nn.Module):
         self.classifier = _Classifier(FEATURE_CHANNELS[-1], num_classes, drop_rate)
         self.backbone_frozen = False
         self._init_weights(classifier_init)
+        if zero_init_residual:
+            self._zero_init_residual()
+
+    def _zero_init_residual(self) -> None:
+        """Each bottleneck's last convolution starts at zero, so every block starts as its shortcut
+        (Goyal et al. 2017). The blocks are pre-activation: their last layer is conv3, not a BN, so it
+        is conv3 that starts at zero, as timm does for its pre-activation ResNets."""
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.conv3.weight)
 
     def _init_weights(self, classifier_init: str) -> None:
         fc = self.classifier.fc

@@ -38,7 +38,7 @@ def model_info(name: str) -> ModelInfo:
 def create_model(name: str, num_classes: int = 1000, **options) -> FishNet:
     """Build a FishNet by name, e.g. ``create_model("fishnet150", num_classes=10, drop_rate=0.2)``.
 
-    Options: ``drop_rate`` (dropout before the classifier), ``grad_checkpointing`` and
-    ``classifier_init`` (``auto``, ``released`` or ``zeros``; see ``FishNet``).
+    Options: ``drop_rate`` (dropout before the classifier), ``grad_checkpointing``,
+    ``classifier_init`` (``auto``, ``released`` or ``zeros``) and ``zero_init_residual`` (see ``FishNet``).
     """
     return model_info(name).builder(num_classes=num_classes, **options)

@@ -84,8 +84,14 @@ def read_safetensors(path: str) -> dict[str, Any]:
     return {**extra, "model": state}
 
 
-def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The model weights inside a checkpoint, in this project's key layout."""
+def extract_state_dict(obj: Mapping[str, Any], ema: bool = False, path: str = "the file") -> dict[str, torch.Tensor]:
+    """The model weights inside a checkpoint, in this project's key layout; ``ema``: the EMA weights
+    of a fishnet-train checkpoint instead."""
+    if ema:
+        if not isinstance(obj.get("model_ema"), Mapping):
+            raise CheckpointError(f"{path} holds no EMA weights (a run saves them with model.ema_decay set); "
+                                  "set model.use_ema=false to use its weights")
+        obj = {"model": obj["model_ema"]}
     for key in ("model", "state_dict"):
         if isinstance(obj.get(key), Mapping):
             obj = obj[key]

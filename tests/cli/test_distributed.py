@@ -28,14 +28,21 @@ def weights(run_dir, parameters_only_of=None):
         k: v for k, v in state["model"].items() if k in parameters_only_of}
 
 
-def test_two_ranks_equal_one_process_accumulating_two_micro_batches(image_folder, tmp_path):
+# The batch-level draws (MixUp/CutMix, random erasing), the EMA and the repeated-augmentation layout, which
+# must not depend on the world size, and an auto-augment policy.
+BATCH_LEVEL = ["data.mixup_alpha=0.4", "data.cutmix_alpha=1.0", "data.random_erase=0.5", "model.ema_decay=0.5",
+               "data.repeated_aug=2", "data.auto_augment=ra"]
+
+
+@pytest.mark.parametrize("extra", [[], BATCH_LEVEL], ids=["plain", "mixup_cutmix_erase_ema"])
+def test_two_ranks_equal_one_process_accumulating_two_micro_batches(image_folder, tmp_path, extra):
     ddp, accum = tmp_path / "ddp", tmp_path / "accum"
-    assert_ok(train(image_folder, ddp, *STEPS, "trainer.devices=2", "trainer.sync_bn=true"))
+    assert_ok(train(image_folder, ddp, *STEPS, *extra, "trainer.devices=2", "trainer.sync_bn=true"))
     assert (ddp / "train.log").read_text().count("trainer.sync_bn needs GPUs") == 1  # refused on the CPU, once
     # One thread, as each of the two DDP processes has: at the released initialisation a
     # 3-class FishNet's gradients are so ill-conditioned that the summation order of another
     # thread count alone changes them visibly.
-    assert_ok(train(image_folder, accum, *STEPS, "trainer.devices=1", "trainer.accum_steps=2",
+    assert_ok(train(image_folder, accum, *STEPS, *extra, "trainer.devices=1", "trainer.accum_steps=2",
                     env={"OMP_NUM_THREADS": "1"}))
     from fishnet_train.models import create_model
 
@@ -44,7 +51,19 @@ def test_two_ranks_equal_one_process_accumulating_two_micro_batches(image_folder
     assert set(a) == names
     for key in names:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    if extra:
+        a_ema, b_ema = (saved_state(run)["model_ema"] for run in (ddp, accum))
+        for key in names:
+            torch.testing.assert_close(a_ema[key], b_ema[key], rtol=1e-4, atol=1e-5, msg=key)
     assert [r["epoch"] for r in metrics(ddp)] == [1, 2]
+    # Both ranks validated with rank 0's BN statistics, the saved ones: the figures are last.pt's.
+    for prefix, use_ema in [("", "false")] + ([("ema_", "true")] if extra else []):
+        out = tmp_path / f"eval_{prefix}"
+        assert_ok(run_cli("fishnet-eval", f"checkpoint={ddp / 'checkpoints' / 'last.pt'}", f"data.root={image_folder}",
+                          f"hydra.run.dir={out}", "data.workers=0", f"model.use_ema={use_ema}"))
+        figures, last = json.loads((out / "eval.json").read_text()), metrics(ddp)[-1]
+        assert figures["top1"] == pytest.approx(last[f"{prefix}top1"])
+        assert figures["loss"] == pytest.approx(last[f"{prefix}val_loss"], rel=1e-5)
 
 
 def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_path):
@@ -71,24 +90,33 @@ def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_
 EXACT = ["trainer.epochs=2", "trainer.max_steps_per_epoch=4", "data.batch_size=6", "trainer.checkpoint_every_steps=1"]
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(image_folder, tmp_path, seed):
+# Every option of the modern toolkit (tests/engine/test_recipes.py runs them in process).
+MODERN = ["data.auto_augment=ta_wide", "data.random_erase=0.5", "data.mixup_alpha=0.2", "data.cutmix_alpha=1.0",
+          "data.repeated_aug=2", "optim=lamb", "optim.lr=0.002", "loss.name=bce", "loss.bce_target_thresh=0.2",
+          "model.ema_decay=0.9", "model.zero_init_residual=true", "data.train_crop=48", "data.progressive_min_crop=32",
+          "data.progressive_epochs=[0,1]", "trainer.best_by=ema_top1", "data.workers=2"]
+
+
+@pytest.mark.parametrize("seed, extra", [(0, []), (1, MODERN)], ids=["paper", "modern"])
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(image_folder, tmp_path, seed, extra):
     reference = tmp_path / "reference"
-    assert_ok(train(image_folder, reference, *EXACT))
+    assert_ok(train(image_folder, reference, *EXACT, *extra))
     run_dir = tmp_path / "killed"
     rng = random.Random(seed)
-    proc = start_training(image_folder, run_dir, *EXACT)
+    proc = start_training(image_folder, run_dir, *EXACT, *extra)
     wait_for_step(run_dir, rng.choice([1, 2, 5, 6]), proc)  # never at an epoch's end (4 steps each)
     time.sleep(rng.uniform(0.0, 0.4))  # anywhere: mid-step, mid-save
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = saved_state(run_dir)["progress"]
     assert 0 < killed_at["epoch_step"] < 4, killed_at  # mid-epoch
-    result = train(image_folder, run_dir, *EXACT, "trainer.resume=auto")
+    result = train(image_folder, run_dir, *EXACT, *extra, "trainer.resume=auto")
     assert_ok(result)
     # It went on from last.pt (a fresh start would end bit-identical too, with deterministic=true).
     assert f"at epoch {killed_at['epoch'] + 1}, step {killed_at['epoch_step']} of it" in result.stdout
     assert_same_tensors(weights(reference), weights(run_dir))
+    if extra:
+        assert_same_tensors(saved_state(reference)["model_ema"], saved_state(run_dir)["model_ema"])
 
 
 def test_sigusr1_mid_epoch_saves_exits_75_and_resume_finishes(image_folder, tmp_path):

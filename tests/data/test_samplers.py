@@ -19,7 +19,7 @@ def test_global_batches_do_not_depend_on_the_number_of_processes():
 
 def test_epoch_is_a_permutation_with_the_incomplete_batch_dropped():
     batches = global_batches(30, 8, 2)
-    indices = [i for batch in batches for i, _ in batch]
+    indices = [i for batch in batches for i, *_ in batch]
     assert len(batches) == 3 and len(set(indices)) == 24 and all(0 <= i < 30 for i in indices)
 
 
@@ -45,3 +45,28 @@ def test_eval_shards_cover_every_image_exactly_once():
         shards = [list(EvalSampler(7, r, world)) for r in range(world)]
         assert sum(shards, []) == list(range(7))
         assert [len(EvalSampler(7, r, world)) for r in range(world)] == [len(s) for s in shards]
+
+
+def test_repeated_augmentation_repeats_each_batchs_samples_over_the_processes():
+    per_rank = []
+    for rank in range(4):
+        sampler = TrainSampler(64, 8, rank, 4, seed=1, repeats=4)
+        sampler.set_epoch(2)
+        per_rank.append(list(sampler))
+    batches = [sum((r[s * 2:(s + 1) * 2] for r in per_rank), []) for s in range(8)]
+    indices = [i for batch in batches for i, *_ in batch]
+    assert len(indices) == 64 and len(set(indices)) == 16  # an epoch keeps its length: 16 samples, 4 times each
+    for batch in batches:
+        pair = [i for i, *_ in batch[:2]]
+        assert [i for i, *_ in batch] == pair * 4 and pair[0] != pair[1]  # copy k of sample j at k * 2 + j
+        assert len({seed for _, seed, _ in batch}) == 8  # every copy augmented on its own
+    assert all(len({i for i, *_ in r[s * 2:(s + 1) * 2]}) == 2 for r in per_rank for s in range(8))  # no rank twice
+    single = TrainSampler(64, 8, seed=1, repeats=4)
+    single.set_epoch(2)
+    assert sum(batches, []) == list(single)  # global batches do not depend on the number of processes
+
+
+def test_the_epochs_crop_size_travels_with_every_sample():
+    sampler = TrainSampler(16, 4)
+    sampler.set_epoch(0, crop=96)
+    assert {crop for *_, crop in sampler} == {96}

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fishnet_train.config import LossConfig
 from fishnet_train.data import BatchPreprocess
 from fishnet_train.engine.checkpoint import Progress
 from fishnet_train.engine.loop import LoopOptions, StepParts, TrainingStopped, train_one_epoch
@@ -71,7 +72,7 @@ def test_step_loss_is_the_label_smoothed_cross_entropy_of_the_batch(smoothing):
     images, targets, _, _ = data[0]
     reference = copy.deepcopy(p.model).train()
     expected = F.cross_entropy(reference(p.preprocess(images)), targets, label_smoothing=smoothing)
-    stats = train_one_epoch(p, data, Progress(), loop(steps_per_epoch=1, label_smoothing=smoothing))
+    stats = train_one_epoch(p, data, Progress(), loop(steps_per_epoch=1, loss=LossConfig(label_smoothing=smoothing)))
     assert stats.loss == pytest.approx(expected.item(), rel=1e-5)
 
 

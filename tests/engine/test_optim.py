@@ -70,3 +70,89 @@ def test_without_a_scale_the_groups_are_the_papers():
     model = FishNet(**TINY_FISHNET, num_classes=3)
     groups = param_groups(model, 1e-4, decay_norm_and_bias=True, backbone_lr_scale=1.0)
     assert len(groups) == 1 and groups[0]["params"] == list(model.parameters())
+
+
+def _two_params():
+    """A weight (decayed) and a bias-like vector (not decayed, as with decay_norm_and_bias=false)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    grads = [torch.randn_like(p) for p in model.parameters()] + [torch.randn_like(p) for p in model.parameters()]
+    return model, grads
+
+
+def _run(optimizer, model, grads):
+    params = list(model.parameters())
+    for step in range(2):
+        for p, g in zip(params, grads[step * 2:step * 2 + 2]):
+            p.grad = g.clone()
+        optimizer.step()
+    return [p.detach().clone() for p in params]
+
+
+def _optimizer(name, model, **kw):
+    from fishnet_train.config import OptimConfig
+    from fishnet_train.engine.optim import build_optimizer
+
+    return build_optimizer(model, OptimConfig(name=name, decay_norm_and_bias=False, **kw))
+
+
+def test_lamb_follows_the_published_update_with_global_clipping():
+    """You et al. 2019 (Algorithm 2) with NVIDIA's global gradient clipping, as timm implements it;
+    the trust ratio applies to decayed parameters only."""
+    model, grads = _two_params()
+    w = [p.detach().clone() for p in model.parameters()]
+    lr, wd, b1, b2, eps = 0.01, 0.1, 0.9, 0.999, 1e-6
+    got = _run(_optimizer("lamb", model, lr=lr, weight_decay=wd, max_grad_norm=1.0), model, grads)
+    m, v = [torch.zeros_like(p) for p in w], [torch.zeros_like(p) for p in w]
+    for t in (1, 2):
+        g = grads[(t - 1) * 2:(t - 1) * 2 + 2]
+        clip = max(1.0, torch.cat([x.flatten() for x in g]).norm().item() / 1.0)
+        for i in range(2):
+            gi = g[i] / clip
+            m[i] = b1 * m[i] + (1 - b1) * gi
+            v[i] = b2 * v[i] + (1 - b2) * gi * gi
+            r = (m[i] / (1 - b1**t)) / ((v[i] / (1 - b2**t)).sqrt() + eps)
+            if i == 0:  # the weight: decayed and adapted
+                r = r + wd * w[i]
+                r = r * (w[i].norm() / r.norm())
+            w[i] = w[i] - lr * r
+    for a, b in zip(got, w):
+        torch.testing.assert_close(a, b)
+
+
+def test_lars_follows_the_published_update():
+    """You et al. 2017: local rate eta * |w| / (|g| + beta * |w|) on decayed parameters, then SGD momentum."""
+    model, grads = _two_params()
+    w = [p.detach().clone() for p in model.parameters()]
+    lr, wd, mom, eta = 0.5, 1e-3, 0.9, 0.001
+    got = _run(_optimizer("lars", model, lr=lr, weight_decay=wd, momentum=mom, trust_coefficient=eta), model, grads)
+    buf: list = [None, None]
+    for t in (0, 1):
+        g = grads[t * 2:t * 2 + 2]
+        for i in range(2):
+            u = g[i]
+            if i == 0:
+                u = (u + wd * w[i]) * (eta * w[i].norm() / (g[i].norm() + wd * w[i].norm() + 1e-8))
+            buf[i] = u.clone() if buf[i] is None else mom * buf[i] + u
+            w[i] = w[i] - lr * buf[i]
+    for a, b in zip(got, w):
+        torch.testing.assert_close(a, b)
+
+
+def test_adamw_decays_the_weights_only_decoupled_from_the_gradient():
+    model, grads = _two_params()
+    optimizer = _optimizer("adamw", model, lr=0.01, weight_decay=0.05)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.0]
+    reference_model, _ = _two_params()
+    reference = torch.optim.AdamW([{"params": [reference_model.weight], "weight_decay": 0.05},
+                                   {"params": [reference_model.bias], "weight_decay": 0.0}], lr=0.01)
+    for a, b in zip(_run(optimizer, model, grads), _run(reference, reference_model, grads)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["lamb", "lars"])
+def test_lamb_and_lars_adapt_the_decayable_groups_even_without_weight_decay(name):
+    decayed = _optimizer(name, _two_params()[0], weight_decay=0.0).param_groups
+    assert [g["always_adapt"] for g in decayed] == [True, False]  # the weight; not the bias
+    assert not any(g["always_adapt"] for g in _optimizer(name, _two_params()[0], weight_decay=0.1).param_groups)

@@ -136,6 +136,24 @@ def test_released_initialisation():
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
 
 
+def test_zero_init_residual_makes_every_block_start_as_its_shortcut():
+    torch.manual_seed(0)
+    plain, zeroed = tiny(), tiny(zero_init_residual=True)
+    blocks = [m for m in zeroed.modules() if isinstance(m, Bottleneck)]
+    assert blocks and all(torch.all(b.conv3.weight == 0) for b in blocks)
+    assert all(b.conv3.weight.abs().sum() > 0 for b in plain.modules() if isinstance(b, Bottleneck))
+    x = torch.randn(2, blocks[0].bn1.num_features, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(blocks[0].eval()(x), blocks[0]._residual(x))
+    # Only the residual branches' last layers change: the rest draws as the released init does.
+    torch.manual_seed(1)
+    a = tiny().state_dict()
+    torch.manual_seed(1)
+    b = tiny(zero_init_residual=True).state_dict()
+    assert {k for k in a if not torch.equal(a[k], b[k])} == {
+        n + ".conv3.weight" for n, m in zeroed.named_modules() if isinstance(m, Bottleneck)}
+
+
 def test_the_classifier_std_is_the_released_one_at_1000_classes_and_capped_below():
     torch.manual_seed(0)
     auto = tiny(num_classes=1000)

@@ -8,6 +8,7 @@ from PIL import Image
 from .test_tools import run_tool
 
 
+@pytest.mark.slow  # 16 s: seven pipelines, each importing its libraries
 def test_data_benchmark_on_tiny_jpegs(tmp_path):
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
@@ -20,8 +21,8 @@ def test_data_benchmark_on_tiny_jpegs(tmp_path):
                       "--json", str(out))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
-    assert set(figures) >= {"train", "val", "decode_only"} and figures["images"] == 6
-    assert all(figures[k][side] > 0 for k in ("train", "val") for side in ("ours", "reference"))
+    assert set(figures) >= {"train", "train_ta_wide_erase", "val", "decode_only"} and figures["images"] == 6
+    assert all(figures[k][side] > 0 for k in ("train", "train_ta_wide_erase", "val") for side in ("ours", "reference"))
 
 
 @pytest.mark.slow
