@@ -27,11 +27,11 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-# The slow tests alone (about 3 minutes); CI runs them after make test.
+# The slow tests alone (about 9 minutes); CI runs them after make test.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests
 
-# The config fuzzer at 20x its CI examples (2,400 train and 1,600 eval configs, about 15 minutes).
+# The config fuzzer at 20x its CI examples (1,600 train and 1,000 eval configs, about 15 minutes).
 fuzz: $(STAMP)
 	FISHNET_FUZZ_SCALE=20 $(PY) -m pytest -q tests/test_config_fuzz.py --hypothesis-show-statistics
 
