@@ -136,7 +136,9 @@ def progressive_crop(epoch: int, low: int | None, high: int, ramp: Sequence[int]
     if low is None:
         return None
     start, end = ramp
-    if epoch <= start or epoch >= end:
-        return low if epoch <= start else high
+    if epoch <= start:
+        return low
+    if epoch >= end:
+        return high
     size = int(round((low + (high - low) * (epoch - start) / (end - start)) / 32)) * 32
     return min(high, max(low, size))

@@ -140,8 +140,7 @@ def training_state(
         "config": config,
         "rng": rng_states,
         "world_size": world_size,
-        "model_ema": ema["model"] if ema else None,
-        "ema_updates": ema["updates"] if ema else 0,
+        **(ema or {"model_ema": None, "ema_updates": 0}),
     }
 
 
@@ -181,7 +180,7 @@ def restore_training_state(
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     if ema is not None and state.get("model_ema") is not None:
-        ema.load_state({"model": state["model_ema"], "updates": state["ema_updates"]})
+        ema.load_state(state)
     if state.get("world_size") == world_size and rank < len(state["rng"]):
         set_rng_state(state["rng"][rank])
     return Progress(**state["progress"])

@@ -35,9 +35,11 @@ class WeightAverage:
                 self.averaged.n_averaged.zero_()
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "updates": int(self.averaged.n_averaged.item())}
+        """The checkpoint's EMA entries."""
+        return {"model_ema": self.model.state_dict(), "ema_updates": int(self.averaged.n_averaged.item())}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        load_weights(self.model, state["model"])
+        """From a checkpoint (or ``state()``) that has the EMA entries."""
+        load_weights(self.model, state["model_ema"])
         with torch.no_grad():
-            self.averaged.n_averaged.fill_(state["updates"])
+            self.averaged.n_averaged.fill_(state["ema_updates"])

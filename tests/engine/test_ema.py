@@ -37,7 +37,7 @@ def test_the_average_follows_the_ema_formula_every_n_steps_from_the_first_update
             elif step % 2 == 0:
                 expected[n] = 0.9 * expected[n] + 0.1 * current
             torch.testing.assert_close(ema.model.state_dict()[n], expected[n])
-    assert ema.state()["updates"] == 3  # steps 4 (the copy), 6, 8
+    assert ema.state()["ema_updates"] == 3  # steps 4 (the copy), 6, 8
 
 
 def test_the_saved_state_restores_the_average_and_its_count():
