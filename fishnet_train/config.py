@@ -48,6 +48,10 @@ class DataConfig:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     bad_images: str = "skip"  # skip | error
     scan: bool = False  # list every undecodable file before training
+    format: str = "folder"  # folder (an ImageFolder root) | shards (a root made by tools/make_shards.py)
+    index_cache: Optional[str] = "auto"  # folder index file: auto = <run dir>/data_index.npz; null = none
+    stage_dir: Optional[str] = None  # shards: copy them here (a local disk) once per node before training
+    train_decode: str = "fast"  # fast | reduced | exact: what the training crop decodes (README "Data at scale")
     # The modern recipes' augmentations, all off by default (see README "Recipes"):
     auto_augment: Optional[str] = None  # null | ra | ta_wide | aa: per image, in the workers
     ra_magnitude: int = 9  # RandAugment's magnitude (of 31 bins), 2 ops per image

@@ -100,6 +100,10 @@ def check_model(m: ModelConfig, train: bool) -> None:
     check_positive("model.ema_every_steps", m.ema_every_steps)
 
 
+DATA_FORMATS = ("folder", "shards")
+TRAIN_DECODES = ("fast", "reduced", "exact")  # data/transforms.py's TRAIN_DECODES
+
+
 def check_data(d: DataConfig, val_sizes: bool = True) -> None:
     check_positive("data.batch_size", d.batch_size)
     check_positive("data.eval_batch_size", d.eval_batch_size, optional=True, hint=" (null: data.batch_size)")
@@ -121,7 +125,16 @@ def check_data(d: DataConfig, val_sizes: bool = True) -> None:
     check_channels("data.mean", d.mean, positive=False)
     check_channels("data.std", d.std, positive=True)
     check_choice("data.bad_images", d.bad_images, ("skip", "error"))
+    check_storage(d)
     check_augmentations(d)
+
+
+def check_storage(d: DataConfig) -> None:
+    check_choice("data.format", d.format, DATA_FORMATS)
+    check_choice("data.train_decode", d.train_decode, TRAIN_DECODES)
+    if d.stage_dir is not None and d.format != "shards":
+        fail(f"data.stage_dir={d.stage_dir} copies shards, but data.format={d.format}; "
+             "use data.format=shards (tools/make_shards.py) or drop data.stage_dir")
 
 
 def check_augmentations(d: DataConfig) -> None:

@@ -43,6 +43,10 @@ WRONG = ["x", "[]", "[1,2]", "{a: 1}", "''"]
 SPECIAL = {  # keys whose useful values are few, or which are slow at large values
     "data.workers": ["-1", "0", "1"],
     "data.bad_images": ["skip", "error", "ignore"],
+    "data.format": ["folder", "shards", "tar"],
+    "data.train_decode": ["fast", "reduced", "exact", "lossy"],
+    "data.index_cache": ["auto", "null"],  # a drawn path would be written into the working directory
+    "data.stage_dir": ["null", "/nonexistent/stage"],
     "model.name": ["fishnet99", "fishnet42", "null"],
     "model.pretrained": ["null", "/nonexistent/w.pt"],
     "model.classifier_init": ["auto", "released", "zeros", "xavier"],

@@ -3,6 +3,8 @@
     python tools/benchmark.py data --root DIR [--limit N] --json OUT
     python tools/benchmark.py model --model fishnet150 --batch 16 --size 224 --json OUT
     python tools/benchmark.py trainer --model fishnet99 --batch 16 --size 224 --json OUT
+    python tools/benchmark.py index --samples 1281167 --workers 4 --json OUT
+    python tools/benchmark.py decoders --root DIR --json OUT
     python tools/benchmark.py all --root DIR --json OUT
 
 ``data``: images/s of ONE process on ONE thread over DIR's ImageFolder splits, for what the
@@ -12,6 +14,9 @@ trainer's loader workers do (ours) and for the torchvision reference pipeline.
 and without gradient checkpointing. Each side runs in a process of its own (the trainer's
 allocator setting is process-wide), started together; their rounds alternate.
 ``trainer``: the trainer loop on in-memory batches against the bare model step.
+``index``: loader workers' private memory over a full pass of a synthetic index (no files), the
+flat index against a list of tuples. ``decoders``: the JPEG decoders installed here, full size
+and DCT-scaled, on DIR's files. Every JSON names the machine (``machine``).
 """
 from __future__ import annotations
 
@@ -24,6 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_data import bench_data  # noqa: E402
+from bench_decoders import bench_decoders  # noqa: E402
+from bench_index import bench_index  # noqa: E402
+from bench_machine import machine_info  # noqa: E402
 from bench_model import bench_model, bench_trainer  # noqa: E402
 
 
@@ -35,14 +43,18 @@ def print_table(title: str, rows: dict) -> None:
             print(f"  {name:<20} ours {value['ours']:10.1f}   reference {base:10.1f}   "
                   f"speed-up {value['ours'] / base:5.2f}x")
         elif isinstance(value, dict):
-            print(f"  {name:<20} " + "   ".join(f"{k} {v:.1f}" for k, v in value.items()))
+            print(f"  {name:<20} " + "   ".join(f"{k} {_number(v)}" for k, v in value.items()))
         else:
-            print(f"  {name:<20} {value:.3f}" if isinstance(value, float) else f"  {name:<20} {value}")
+            print(f"  {name:<20} {_number(value)}")
+
+
+def _number(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("data", "model", "trainer", "all"))
+    parser.add_argument("what", choices=("data", "model", "trainer", "index", "decoders", "all"))
     parser.add_argument("--root", help="ImageFolder root (with train/ and/or val/) for the data benchmark")
     parser.add_argument("--limit", type=int, default=None, help="use at most N images")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
@@ -50,12 +62,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    parser.add_argument("--samples", type=int, default=1281167, help="index: synthetic samples (ImageNet's train)")
+    parser.add_argument("--workers", type=int, default=4, help="index: loader workers")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--skip-data", action="store_true", help="with 'all': skip the data benchmark")
     parser.add_argument("--compiled", action="store_true",
                         help="also time fishnet-eval's trainer.compile=true inference (compiles for about a minute)")
     args = parser.parse_args()
-    results = {}
+    results: dict = {"machine": machine_info()}
+    print_table("machine", results["machine"])
+    if args.what == "decoders":
+        if not args.root:
+            parser.error("the decoder benchmark needs --root")
+        results["decoders"] = bench_decoders(args.root, args.limit, args.rounds)
+        print_table("JPEG decoders, images/s on one core", results["decoders"])
+    if args.what == "index":
+        results["index"] = bench_index(args.samples, args.workers)
+        print_table("sample index: loader workers' private memory, MB", results["index"])
     if args.what == "data" or (args.what == "all" and not args.skip_data):
         if not args.root:
             parser.error("the data benchmark needs --root")
@@ -67,7 +90,7 @@ def main() -> None:
     if args.what in ("trainer", "all"):
         results["trainer"] = bench_trainer(args.model, args.batch, args.size, args.steps, args.rounds)
         print_table("trainer loop vs bare step, images/s", results["trainer"])
-    out = results[args.what] if args.what != "all" else results
+    out = {**results[args.what], "machine": results["machine"]} if args.what != "all" else results
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"\nwrote {args.json}")

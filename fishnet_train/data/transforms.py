@@ -14,6 +14,10 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from .augment import augment_image
+from .images import REDUCTIONS, EncodedImage
+
+# data.train_decode: (DCT-domain reduction allowed, libjpeg-turbo's fast IDCT and upsampling)
+TRAIN_DECODES = {"exact": (False, False), "reduced": (True, False), "fast": (True, True)}
 
 # AlexNet's PCA of ImageNet RGB pixels (on the [0, 1] scale), as used by the release.
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -59,23 +63,53 @@ def random_resized_crop_box(
     return (width - w) // 2, (height - h) // 2, w, h
 
 
+def crop_reduction(w: int, h: int, size: int) -> int:
+    """The largest DCT-domain reduction (8, 4, 2, else 1) that keeps a w x h crop at least
+    ``size`` px on each side, so that the resize to ``size`` still only shrinks it."""
+    return next((r for r in REDUCTIONS if min(w, h) >= r * size), 1)
+
+
+Box = tuple[int, int, int, int]
+
+
+def scale_box(box: Box, full: tuple[int, int], scaled: tuple[int, int]) -> Box:
+    """A (left, top, w, h) box of a (width, height) image, edges rounded onto the same image decoded
+    at ``scaled`` size."""
+    (left, top, w, h), (sx, sy) = box, (scaled[0] / full[0], scaled[1] / full[1])
+    x0, y0 = min(scaled[0] - 1, round(left * sx)), min(scaled[1] - 1, round(top * sy))
+    x1, y1 = min(scaled[0], round((left + w) * sx)), min(scaled[1], round((top + h) * sy))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
 class TrainTransform:
     """Random resized crop + horizontal flip (+ an auto-augment policy); also draws the sample's
     PCA-lighting alpha. Every draw comes from ``rng``, the sample's own generator, the policy's
-    through a seed drawn last (the crop, flip and lighting draws are the same with or without it)."""
+    through a seed drawn last (the crop, flip and lighting draws are the same with or without it).
+
+    The crop box is drawn from the size in the file's header, then only what the crop needs is
+    decoded (``decode``, one of TRAIN_DECODES): at 1/2, 1/4 or 1/8 scale in the DCT domain when
+    the crop is at least that many times the output size, with "fast" also libjpeg-turbo's fast
+    IDCT and upsampling. "exact" decodes every pixel, as the evaluation does."""
 
     def __init__(self, size: int, scale: Sequence[float], ratio: Sequence[float], hflip: bool, lighting: float,
-                 augment: v2.Transform | None = None) -> None:
+                 augment: v2.Transform | None = None, decode: str = "exact") -> None:
         self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
         self.hflip, self.lighting, self.augment = hflip, lighting, augment
+        self.reduce, self.fast = TRAIN_DECODES[decode]
 
-    def __call__(self, image: torch.Tensor, rng: random.Random,
+    def __call__(self, image: EncodedImage | torch.Tensor, rng: random.Random,
                  size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(3, H, W) uint8 -> (size, size, 3) uint8 and a (3,) lighting alpha; ``size`` overrides
-        the configured crop size (progressive resizing)."""
+        """An image (or a (3, H, W) uint8 tensor) -> (size, size, 3) uint8 and a (3,) lighting alpha;
+        ``size`` overrides the configured crop size (progressive resizing)."""
+        if isinstance(image, torch.Tensor):
+            image = EncodedImage(b"", image.shape[2], image.shape[1], image)
         size = size or self.size
-        left, top, w, h = random_resized_crop_box(image.shape[2], image.shape[1], self.scale, self.ratio, rng)
-        out = resize(image[:, top:top + h, left:left + w], size, size)
+        box = random_resized_crop_box(image.width, image.height, self.scale, self.ratio, rng)
+        pixels = image.decode(crop_reduction(box[2], box[3], size) if self.reduce else 1, self.fast)
+        if pixels.shape[1:] != (image.height, image.width):
+            box = scale_box(box, (image.width, image.height), (pixels.shape[2], pixels.shape[1]))
+        left, top, w, h = box
+        out = resize(pixels[:, top:top + h, left:left + w], size, size)
         if self.hflip and rng.random() < 0.5:
             out = out.flip(1)
         alpha = torch.tensor([rng.gauss(0.0, self.lighting) for _ in range(3)]) if self.lighting > 0 else torch.zeros(3)

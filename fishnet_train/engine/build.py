@@ -8,18 +8,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
-from ..data import (
-    BatchPreprocess, Split, TrainSampler, build_train_loader, build_val_loader, find_splits, scan_undecodable,
-    split_classes,
-)
+from ..data import BatchPreprocess, Split, TrainSampler, build_train_loader, build_val_loader
 from ..errors import UserError
 from ..models import FishNet, create_model, list_models, load_weights, read_checkpoint
 from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract_state_dict
 from ..validation import check_batch_split
 from .checkpoint import check_resume_option
-from .distributed import DistInfo, broadcast_object
+from .distributed import DistInfo
+from .indexing import check_data_root
 from .optim import LrSchedule
-from .reporting import Reporter
 
 
 def check_model_name(name: str | None, how: str = "model=...") -> None:
@@ -34,9 +31,9 @@ def check_inputs(options: TrainConfig) -> None:
     if m.pretrained:
         check_checkpoint_exists(m.pretrained)
     check_resume_option(options.trainer.resume)
-    train_path, classes, _ = split_classes(options.data.root, "train")
-    split_classes(options.data.root, "val")
-    resolve_num_classes(m.num_classes, classes, train_path)
+    train_path, classes = check_data_root(options.data)
+    if classes:  # shards: checked once their index is read
+        resolve_num_classes(m.num_classes, classes, train_path)
 
 
 def effective_amp(amp: str, device: torch.device) -> str:
@@ -94,30 +91,12 @@ class TrainData:
     preprocess: BatchPreprocess
 
 
-def index_data(data: DataConfig, is_main: bool, reporter: Reporter) -> tuple[Split, Split]:
-    """Index both splits; with ``data.scan``, rank 0 decodes every file once beforehand."""
-    train_split, val_split = find_splits(data.root)
-    if data.scan:
-        bad = broadcast_object(scan_undecodable([train_split, val_split], data.workers) if is_main else None)
-        for reason in bad:
-            reporter.warning(f"undecodable: {reason}")
-        if bad and data.bad_images == "error":
-            raise UserError(f"{len(bad)} undecodable files (first: {bad[0]}); remove them or use data.bad_images=skip")
-        reporter.info(f"data scan: {len(bad)} undecodable files")
-    if len(train_split.samples) < data.batch_size:
-        raise UserError(
-            f"{train_split.root} has {len(train_split.samples)} images, fewer than one batch "
-            f"(data.batch_size={data.batch_size}); lower data.batch_size"
-        )
-    return train_split, val_split
-
-
 def build_data(data: DataConfig, splits: tuple[Split, Split], info: DistInfo, accum_steps: int, seed: int,
                channels_last: bool) -> TrainData:
     train_split, val_split = splits
     micro = split_batch(data.batch_size, info.world_size, accum_steps)
     pin = info.device.type == "cuda"
-    sampler = TrainSampler(len(train_split.samples), data.batch_size, info.rank, info.world_size, seed,
+    sampler = TrainSampler(len(train_split), data.batch_size, info.rank, info.world_size, seed,
                            data.repeated_aug)
     return TrainData(
         train_loader=build_train_loader(train_split, data, sampler, micro, pin),

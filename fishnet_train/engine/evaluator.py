@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import DataConfig, EvalConfig
-from ..data import BatchPreprocess, Split, build_val_loader, find_split, split_classes
+from ..data import BatchPreprocess, Split, build_val_loader
 from ..errors import UserError
 from ..inference import fuse_for_inference, inference_compiler
 from ..models import FishNet
@@ -19,6 +19,7 @@ from ..validation import check_options
 from .build import check_model_name, effective_amp
 from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from .evaluate import EvalResult, evaluate
+from .indexing import check_data_root, val_split
 from .reporting import Reporter
 from .runtime import configure_process, settings_for
 from .trained_model import build_trained_model, check_same_classes, inference_data, load_checkpoint
@@ -29,7 +30,7 @@ def check_eval_inputs(options: EvalConfig) -> None:
     if options.model.name is not None:
         check_model_name(options.model.name, "model.name=..., or null to take the checkpoint's")
     check_checkpoint_exists(options.checkpoint)
-    split_classes(options.data.root, "val")
+    check_data_root(options.data, ("val",))
     out = os.path.dirname(os.path.abspath(options.eval.predictions)) if options.eval.predictions else None
     if out is not None and not os.path.isdir(out):
         raise UserError(f"eval.predictions={options.eval.predictions}: the folder {out} does not exist; create it "
@@ -55,12 +56,12 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         reporter.info(configure_process(settings_for(options.trainer, info.rank, info.device)))
         ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
         data = inference_data(options.data, ckpt, set(overridden))
-        split = find_split(data.root, "val")
+        split = val_split(data)
         check_same_classes(ckpt, split.classes, split.root)
         model = build_trained_model(ckpt, options.model.num_classes)
         result = evaluate_split(options, model, data, split, info, reporter)
         if info.is_main:
-            write_outputs(options, run_dir, ckpt.arch, split.classes, [p for p, _ in split.samples], result)
+            write_outputs(options, run_dir, ckpt.arch, split.classes, split.paths(), result)
         reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
                       f"loss {result.loss:.4f}")
         return result

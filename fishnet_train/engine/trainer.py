@@ -19,7 +19,7 @@ from ..inference import fuse_for_inference
 from ..models import FishNet
 from ..validation import check_options
 from .build import (
-    TrainData, build_data, build_model, build_schedule, check_inputs, effective_amp, index_data, load_pretrained,
+    TrainData, build_data, build_model, build_schedule, check_inputs, effective_amp, load_pretrained,
     resolve_num_classes,
 )
 from .checkpoint import (
@@ -29,6 +29,7 @@ from .checkpoint import (
 from .distributed import DistInfo, all_gather_objects, broadcast_buffers, broadcast_object, init_distributed, shutdown
 from .ema import WeightAverage
 from .evaluate import EvalResult, evaluate
+from .indexing import index_data
 from .loop import EpochStats, LoopOptions, StepHook, StepParts, train_one_epoch
 from .optim import build_optimizer
 from .reporting import Reporter, epoch_line
@@ -84,7 +85,7 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
 def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter) -> Run:
     t, d = options.trainer, options.data
     reporter.info(configure_process(settings_for(t, info.rank, info.device)))
-    splits = index_data(d, info.is_main, reporter)
+    splits = index_data(d, info, run_dir, reporter)
     num_classes = resolve_num_classes(options.model.num_classes, splits[0].classes, splits[0].root)
     data = build_data(d, splits, info, t.accum_steps, t.seed, t.channels_last)
     model = model_on_device(options, num_classes, info, reporter)

@@ -21,8 +21,36 @@ def test_data_benchmark_on_tiny_jpegs(tmp_path):
                       "--json", str(out))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
-    assert set(figures) >= {"train", "train_ta_wide_erase", "val", "decode_only"} and figures["images"] == 6
+    assert set(figures) >= {"train", "train_exact_decode", "train_ta_wide_erase", "val", "decode_only"}
+    assert figures["images"] == 6
     assert all(figures[k][side] > 0 for k in ("train", "train_ta_wide_erase", "val") for side in ("ours", "reference"))
+    assert set(figures["train_pixel_difference"]) == {"reduced", "fast"}
+    machine = figures["machine"]
+    assert machine["cpu_capability"] and machine["fp32_matmul_gflops"] > 0 and machine["torch"]
+
+
+@pytest.mark.slow  # 10 s
+def test_index_benchmark_reports_each_workers_memory_for_both_layouts(tmp_path):
+    out = tmp_path / "index.json"
+    result = run_tool("tools/benchmark.py", "index", "--samples", "3000", "--workers", "2", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    for layout in (figures, figures["list_of_tuples"]):
+        assert layout["samples"] == 3000 and layout["parent_mb"] > 0
+        assert len(layout["worker_private_mb"]["start"]) == len(layout["worker_private_mb"]["end"]) == 2
+
+
+@pytest.mark.slow  # 8 s
+def test_decoder_benchmark_times_the_installed_decoders(tmp_path):
+    folder = tmp_path / "data" / "val" / "a"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (900, 700), (10, 200, 30)).save(folder / "big.JPEG")
+    out = tmp_path / "decoders.json"
+    result = run_tool("tools/benchmark.py", "decoders", "--root", str(tmp_path / "data"), "--rounds", "1",
+                      "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert figures["simplejpeg"] > 0 and figures["pillow"] > 0 and figures["images"] == 1
 
 
 @pytest.mark.slow

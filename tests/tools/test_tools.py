@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -14,3 +16,17 @@ def test_model_info_prints_parameters_macs_and_stage_shapes():
     assert result.returncode == 0, result.stderr
     assert "16,628,904 parameters" in result.stdout
     assert "head.2      (1, 2112, 7, 9)" in result.stdout
+
+
+@pytest.mark.slow  # two tool processes
+def test_make_shards_packs_a_folder_and_refuses_a_wrong_root_in_one_line(tmp_path):
+    from fishnet_train.data import read_shard_splits
+
+    from ..conftest import write_image_folder
+    src = write_image_folder(tmp_path / "src", classes=2, train_per_class=3)
+    result = run_tool("tools/make_shards.py", str(src), str(tmp_path / "dst"), "--shard-mb", "1")
+    assert result.returncode == 0, result.stderr
+    train, val = read_shard_splits(str(tmp_path / "dst"))
+    assert len(train) == 6 and len(val) == 6
+    result = run_tool("tools/make_shards.py", str(tmp_path / "nowhere"), str(tmp_path / "dst2"))
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0 and "is not a directory" in result.stderr

@@ -1,0 +1,125 @@
+"""ImageFolder trees indexed into flat arrays, and the index cached on disk.
+
+The order of the samples is torchvision's ``make_dataset`` order (classes sorted, each walked
+with ``os.walk`` sorted, files sorted), so the flat index and torchvision's list agree sample
+for sample. A cached index is reused while the split's and every class folder's modification
+time are unchanged (adding, removing or renaming a file changes its folder's time).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+import numpy as np
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
+
+from ..errors import UserError
+from .index import SampleIndex, Split
+
+CACHE_VERSION = 1
+
+
+def split_classes(root: str, name: str) -> tuple[str, list[str], dict[str, int]]:
+    """The class folders of ``root/name`` (a listing of folders, not of files): its path, classes
+    and class indices; every problem is one UserError naming the path."""
+    if not os.path.isdir(root):
+        raise UserError(f"data.root {root} is not a directory; point data.root at the folder holding train/ and val/")
+    path = os.path.join(root, name)
+    if not os.path.isdir(path):
+        raise UserError(f"{path} not found: data.root must hold {name}/ with one folder per class")
+    try:
+        return (path, *find_classes(path))
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: {str(e).splitlines()[0]}") from None
+
+
+def _class_files(path: str, class_name: str) -> list[str]:
+    names: list[str] = []
+    for folder, _, files in sorted(os.walk(os.path.join(path, class_name), followlinks=True)):
+        rel = os.path.relpath(folder, path)
+        names.extend(os.path.join(rel, f) for f in sorted(files) if has_file_allowed_extension(f, IMG_EXTENSIONS))
+    return names
+
+
+def find_split(root: str, name: str) -> Split:
+    """Index ``root/name`` as an ImageFolder, one class folder at a time; every problem is one
+    UserError naming the path."""
+    path, classes, _ = split_classes(root, name)
+    empty: list[str] = []
+
+    def pairs() -> Iterator[tuple[str, int]]:
+        for target, class_name in enumerate(classes):
+            files = _class_files(path, class_name)
+            if not files:
+                empty.append(class_name)
+            yield from ((f, target) for f in files)
+
+    samples = SampleIndex.from_pairs(pairs())
+    if empty:
+        raise UserError(f"{path}: found no valid file for the classes {', '.join(empty[:5])}"
+                        f"{' ...' if len(empty) > 5 else ''} (extensions: {', '.join(IMG_EXTENSIONS)})")
+    return Split(path, classes, samples)
+
+
+def check_same_classes(train: Split, val: Split) -> None:
+    if train.classes != val.classes:
+        only_train = sorted(set(train.classes) - set(val.classes))[:3]
+        only_val = sorted(set(val.classes) - set(train.classes))[:3]
+        raise UserError(
+            f"{val.root} has other classes than {train.root} "
+            f"({len(val.classes)} vs {len(train.classes)}; only in train: {only_train}, only in val: {only_val})"
+        )
+
+
+def find_splits(root: str, cache: str | None = None) -> tuple[Split, Split]:
+    """Both splits, read from ``cache`` while the folders are unchanged, else indexed (and
+    written to ``cache``)."""
+    fingerprint = folder_fingerprint(root)
+    splits = read_index_cache(cache, fingerprint, root) if cache else None
+    if splits is None:
+        splits = find_split(root, "train"), find_split(root, "val")
+        check_same_classes(*splits)
+        if cache:
+            write_index_cache(cache, splits, fingerprint)
+    return splits
+
+
+def folder_fingerprint(root: str) -> str:
+    """The modification times of both splits' folders and class folders (a listing, no file walk)."""
+    times = {}
+    for name in ("train", "val"):
+        path, classes, _ = split_classes(root, name)
+        times[name] = [os.stat(path).st_mtime_ns] + [os.stat(os.path.join(path, c)).st_mtime_ns for c in classes]
+    return json.dumps({"version": CACHE_VERSION, "root": os.path.abspath(root), "times": times,
+                       "extensions": IMG_EXTENSIONS})
+
+
+def write_index_cache(path: str, splits: tuple[Split, Split], fingerprint: str) -> None:
+    """Atomically: a crash leaves the old cache or none, never half a file."""
+    arrays = {"fingerprint": np.array(fingerprint)}
+    for name, split in zip(("train", "val"), splits):
+        arrays[f"{name}.classes"] = np.array(split.classes)
+        arrays.update({f"{name}.{k}": v for k, v in split.samples.arrays().items()})
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+
+
+def read_index_cache(path: str, fingerprint: str, root: str) -> tuple[Split, Split] | None:
+    """The cached splits, or None when there is no cache, it is unreadable or the folders changed."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["fingerprint"]) != fingerprint:
+                return None
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, KeyError):
+        return None
+    return tuple(  # type: ignore[return-value]
+        Split(os.path.join(root, name), [str(c) for c in arrays[f"{name}.classes"]],
+              SampleIndex(**{k.split(".", 1)[1]: v for k, v in arrays.items()
+                             if k.startswith(f"{name}.") and k != f"{name}.classes"}))
+        for name in ("train", "val"))

@@ -1,0 +1,134 @@
+"""ImageFolder splits packed into tar shards, read back by offset.
+
+``DST/<split>-NNNNNN.tar`` hold the original files' bytes, webdataset-style: ``<key>.<ext>`` and
+``<key>.cls`` (the class index) per sample, so that tar, webdataset or wids read them too.
+``DST/<split>-index.npz`` gives every sample's shard, data offset and size, and its name and
+class: the same flat index as a folder's, in the same order, so training on shards reads the
+very same samples in the same order as training on the folder they were made from.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import os
+import shutil
+import tarfile
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UserError
+from .folders import check_same_classes, find_split
+from .index import SampleIndex, Split
+
+BLOCK = tarfile.BLOCKSIZE
+
+
+def index_file(root: str, name: str) -> str:
+    return os.path.join(root, f"{name}-index.npz")
+
+
+def member_key(name: str) -> str:
+    """A webdataset key: the relative path without its extension, other dots made underscores
+    (webdataset cuts a member's name at the first dot of its basename)."""
+    stem, _ = os.path.splitext(name)
+    folder, base = os.path.split(stem)
+    return os.path.join(folder, base.replace(".", "_"))
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> int:
+    """Append a file; the offset of its data in the tar."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o444, 0
+    tar.addfile(info, io.BytesIO(data))
+    return tar.offset - -(-len(data) // BLOCK) * BLOCK
+
+
+def write_split_shards(split: Split, dst: str, name: str, shard_bytes: int,
+                       progress: Callable[[int, int], None] = lambda done, total: None) -> int:
+    """Pack ``split`` into ``dst/<name>-NNNNNN.tar`` of about ``shard_bytes`` each and write its
+    index last (an index present means the shards are complete); returns the shard count."""
+    shard_of: list[int] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    files: list[str] = []
+    tar = None
+    for i in range(len(split)):
+        data = split.read(i)
+        if tar is None or tar.offset + len(data) > shard_bytes:
+            if tar is not None:
+                _close_shard(tar, os.path.join(dst, files[-1]))
+            files.append(f"{name}-{len(files):06d}.tar")
+            tar = tarfile.open(os.path.join(dst, files[-1] + ".tmp"), "w", format=tarfile.PAX_FORMAT)
+        key = member_key(split.samples.name(i))
+        ext = os.path.splitext(split.samples.name(i))[1].lstrip(".").lower()
+        shard_of.append(len(files) - 1)
+        offsets.append(_add_member(tar, f"{key}.{ext}", data))
+        sizes.append(len(data))
+        _add_member(tar, f"{key}.cls", str(split.target(i)).encode())
+        progress(i + 1, len(split))
+    if tar is not None:
+        _close_shard(tar, os.path.join(dst, files[-1]))
+    s = split.samples
+    arrays = {"names": s.names, "starts": s.starts, "targets": s.targets, "shard": np.asarray(shard_of, np.int32),
+              "offset": np.asarray(offsets, np.int64), "size": np.asarray(sizes, np.int64)}
+    tmp = index_file(dst, name) + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, classes=np.array(split.classes), shard_files=np.array(files), **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, index_file(dst, name))
+    return len(files)
+
+
+def _close_shard(tar: tarfile.TarFile, path: str) -> None:
+    tar.close()
+    os.replace(path + ".tmp", path)
+
+
+def write_shards(src: str, dst: str, shard_mb: int, progress: Callable[[str, int, int], None]) -> None:
+    """Both splits of the ImageFolder root ``src``, as shards under ``dst``."""
+    splits = find_split(src, "train"), find_split(src, "val")
+    check_same_classes(*splits)
+    os.makedirs(dst, exist_ok=True)
+    for name, split in zip(("train", "val"), splits):
+        write_split_shards(split, dst, name, shard_mb << 20, functools.partial(progress, name))
+
+
+def read_shard_split(root: str, name: str) -> Split:
+    """The split ``name`` of the shard folder ``root``; one UserError when it is not one."""
+    path = index_file(root, name)
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: data.format=shards needs data.root made by "
+                        f"tools/make_shards.py (or use data.format=folder)")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    files = tuple(os.path.join(root, str(n)) for n in arrays.pop("shard_files"))
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise UserError(f"{missing[0]} is missing ({len(missing)} of {len(files)} shards of {path}); copy them all")
+    classes = [str(c) for c in arrays.pop("classes")]
+    return Split(os.path.join(root, name), classes, SampleIndex(**arrays), files)
+
+
+def read_shard_splits(root: str) -> tuple[Split, Split]:
+    splits = read_shard_split(root, "train"), read_shard_split(root, "val")
+    check_same_classes(*splits)
+    return splits
+
+
+def stage_shards(root: str, stage_dir: str) -> str:
+    """Copy the shard folder ``root`` into ``stage_dir`` (a local disk), file by file, skipping
+    files already there with the same size and time; indices last, so an interrupted copy is redone.
+    Returns the staged root."""
+    os.makedirs(stage_dir, exist_ok=True)
+    names = sorted(os.listdir(root))
+    for name in sorted(names, key=lambda n: n.endswith("-index.npz")):
+        source, target = os.path.join(root, name), os.path.join(stage_dir, name)
+        if not os.path.isfile(source) or name.endswith(".tmp"):
+            continue
+        src_stat = os.stat(source)
+        if os.path.isfile(target) and (os.path.getsize(target), os.stat(target).st_mtime_ns) == (
+                src_stat.st_size, src_stat.st_mtime_ns):
+            continue
+        shutil.copy2(source, target + ".tmp")
+        os.replace(target + ".tmp", target)
+    return stage_dir

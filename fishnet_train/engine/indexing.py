@@ -1,0 +1,94 @@
+"""Indexing a run's data once: rank 0 reads or builds the index, every rank gets it."""
+from __future__ import annotations
+
+import os
+from typing import Callable, TypeVar
+
+from ..config import DataConfig
+from ..data import (
+    Split, find_split, find_splits, read_shard_split, read_shard_splits, scan_undecodable, split_classes, stage_shards,
+)
+from ..data.shards import index_file
+from ..errors import UserError
+from .distributed import DistInfo, all_gather_objects, barrier, broadcast_object
+from .reporting import Reporter
+
+T = TypeVar("T")
+
+
+def check_data_root(data: DataConfig, names: tuple[str, ...] = ("train", "val")) -> tuple[str, list[str]]:
+    """The first split's path and classes, from a listing (folders; shards: none until their index
+    is read); one UserError when ``data.root`` does not hold the splits ``names``."""
+    if data.format == "shards":
+        if not os.path.isdir(data.root):
+            raise UserError(f"data.root {data.root} is not a directory; point it at the output of tools/make_shards.py")
+        for name in names:
+            if not os.path.isfile(index_file(data.root, name)):
+                raise UserError(f"{index_file(data.root, name)} not found: data.format=shards needs data.root made "
+                                "by tools/make_shards.py (or use data.format=folder)")
+        return os.path.join(data.root, names[0]), []
+    path, classes, _ = split_classes(data.root, names[0])
+    for name in names[1:]:
+        split_classes(data.root, name)
+    return path, classes
+
+
+def val_split(data: DataConfig) -> Split:
+    return read_shard_split(data.root, "val") if data.format == "shards" else find_split(data.root, "val")
+
+
+def on_main(fn: Callable[[], T], is_main: bool) -> T:
+    """``fn()`` run on rank 0 only and its result on every rank; its UserError raised on every rank."""
+    result, error = None, None
+    if is_main:
+        try:
+            result = fn()
+        except UserError as e:
+            error = str(e)
+    result, error = broadcast_object((result, error))
+    if error is not None:
+        raise UserError(error)
+    return result
+
+
+def cache_path(data: DataConfig, run_dir: str) -> str | None:
+    if data.index_cache == "auto":
+        return os.path.join(run_dir, "data_index.npz")
+    return data.index_cache
+
+
+def staged_root(data: DataConfig, info: DistInfo) -> str:
+    """With ``data.stage_dir``, the shards copied there by each node's first process."""
+    if data.stage_dir is None:
+        return data.root
+    if info.local_rank == 0:
+        stage_shards(data.root, data.stage_dir)
+    barrier()
+    return data.stage_dir
+
+
+def index_data(data: DataConfig, info: DistInfo, run_dir: str, reporter: Reporter) -> tuple[Split, Split]:
+    """Both splits, indexed once by rank 0 (from ``data.index_cache`` while the folders are
+    unchanged); with ``data.scan``, every rank decodes its share of the files beforehand."""
+    if data.format == "shards":
+        root = staged_root(data, info)
+        splits = on_main(lambda: read_shard_splits(root), info.is_main)
+    else:
+        splits = on_main(lambda: find_splits(data.root, cache_path(data, run_dir)), info.is_main)
+    if data.scan:
+        scan(data, splits, info, reporter)
+    train = splits[0]
+    if len(train) < data.batch_size:
+        raise UserError(f"{train.root} has {len(train)} images, fewer than one batch "
+                        f"(data.batch_size={data.batch_size}); lower data.batch_size")
+    return splits
+
+
+def scan(data: DataConfig, splits: tuple[Split, Split], info: DistInfo, reporter: Reporter) -> None:
+    mine = scan_undecodable(list(splits), data.workers, info.rank, info.world_size)
+    bad = [reason for part in all_gather_objects(mine) for reason in part]
+    for reason in bad:
+        reporter.warning(f"undecodable: {reason}")
+    if bad and data.bad_images == "error":
+        raise UserError(f"{len(bad)} undecodable files (first: {bad[0]}); remove them or use data.bad_images=skip")
+    reporter.info(f"data scan: {len(bad)} undecodable files")

@@ -1,0 +1,80 @@
+"""The flat sample index: torchvision's samples in torchvision's order, cached while the folders stay."""
+import os
+import pickle
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+from fishnet_train.data import SampleIndex, find_split, find_splits
+from fishnet_train.data import folders
+
+from ..conftest import write_image_folder
+
+
+def test_flat_index_holds_torchvisions_samples_in_its_order(tmp_path):
+    root = write_image_folder(tmp_path / "data", classes=3, train_per_class=4)
+    nested = root / "train" / "class_1" / "sub" / "deeper"
+    nested.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(nested / "z.jpg")
+    Image.new("RGB", (8, 8)).save(root / "train" / "class_1" / "sub" / "ü ñ.JPEG")  # non-ASCII name
+    (root / "train" / "class_2" / "notes.txt").write_text("not an image")
+    split = find_split(str(root), "train")
+    reference = ImageFolder(str(root / "train"))
+    assert split.classes == reference.classes
+    assert [(split.path(i), split.target(i)) for i in range(len(split))] == reference.samples
+    assert split.paths() == [p for p, _ in reference.samples]
+
+
+def test_the_index_is_a_few_flat_arrays_not_python_objects():
+    index = SampleIndex.from_pairs([(f"c{i % 7}/img_{i}.jpg", i % 7) for i in range(1000)])
+    arrays = index.arrays()
+    assert set(arrays) == {"names", "starts", "targets"}
+    assert all(isinstance(a, np.ndarray) and a.dtype != object for a in arrays.values())
+    assert index.name(999) == "c5/img_999.jpg" and index.target(999) == 5 and len(index) == 1000
+    assert list(index)[3] == ("c3/img_3.jpg", 3)
+
+
+def test_a_pickled_split_leaves_its_open_shard_files_behind(tmp_path):
+    split = find_split(str(write_image_folder(tmp_path / "data")), "train")
+    split._open[0] = 12345  # as if a shard were open in this process
+    assert pickle.loads(pickle.dumps(split))._open == {}
+
+
+def _bump(path):
+    """A later modification time, as adding or removing a file gives its folder."""
+    later = time.time() + 5
+    os.utime(path, (later, later))
+
+
+def test_the_cached_index_is_read_instead_of_walking_the_folders(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "data")
+    cache = str(tmp_path / "index.npz")
+    built = find_splits(str(root), cache)
+    monkeypatch.setattr(folders, "find_split", lambda *a: pytest.fail("walked the folders again"))
+    cached = find_splits(str(root), cache)
+    for a, b in zip(built, cached):
+        assert (a.root, a.classes, a.paths()) == (b.root, b.classes, b.paths())
+        assert np.array_equal(a.samples.targets, b.samples.targets)
+
+
+def test_a_changed_class_folder_invalidates_the_cache(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    cache = str(tmp_path / "index.npz")
+    before = find_splits(str(root), cache)[0]
+    Image.new("RGB", (40, 40)).save(root / "train" / "class_2" / "new.png")
+    _bump(root / "train" / "class_2")
+    after = find_splits(str(root), cache)[0]
+    assert len(after) == len(before) + 1 and str(root / "train" / "class_2" / "new.png") in after.paths()
+
+
+def test_an_unreadable_cache_is_rebuilt_not_an_error(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    cache = tmp_path / "index.npz"
+    cache.write_bytes(b"half a file")
+    assert len(find_splits(str(root), str(cache))[0]) == 24
+    with np.load(cache) as f:  # rewritten, readable
+        assert "fingerprint" in f.files
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]

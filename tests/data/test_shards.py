@@ -1,0 +1,79 @@
+"""Tar shards made from an ImageFolder: the same samples, the same bytes, readable by standard tools."""
+import os
+import tarfile
+
+import pytest
+
+from fishnet_train.data import find_split, read_shard_split, read_shard_splits, stage_shards
+from fishnet_train.data.shards import member_key, write_shards
+from fishnet_train.errors import UserError
+
+from ..conftest import write_image_folder
+
+
+@pytest.fixture
+def shards(tmp_path):
+    src = write_image_folder(tmp_path / "src", classes=3, train_per_class=8, size=48, ext="jpg")
+    dst = tmp_path / "shards"
+    write_shards(str(src), str(dst), shard_mb=1, progress=lambda *a: None)
+    return src, dst
+
+
+def test_shards_hold_every_file_byte_for_byte_in_the_folders_order(shards):
+    src, dst = shards
+    for name in ("train", "val"):
+        folder, sharded = find_split(str(src), name), read_shard_split(str(dst), name)
+        assert sharded.classes == folder.classes and list(sharded.samples) == list(folder.samples)
+        assert sharded.path(0) == str(dst / name / "class_0" / "img_0.jpg")  # where it came from, for messages
+        assert all(sharded.read(i) == folder.read(i) for i in range(len(folder)))
+
+
+def test_shard_members_are_webdataset_samples_that_tar_reads(shards):
+    src, dst = shards
+    split = read_shard_split(str(dst), "train")
+    with tarfile.open(split.shard_files[0]) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        assert names[:2] == ["class_0/img_0.jpg", "class_0/img_0.cls"]
+        assert tar.extractfile(members[1]).read() == b"0"
+        assert members[0].offset_data == split.samples.offset[0] and members[0].size == split.samples.size[0]
+
+
+def test_shards_are_cut_near_the_requested_size(tmp_path):
+    src = write_image_folder(tmp_path / "src", classes=2, train_per_class=40, size=300, ext="png")
+    write_shards(str(src), str(tmp_path / "dst"), shard_mb=1, progress=lambda *a: None)
+    split = read_shard_split(str(tmp_path / "dst"), "train")
+    sizes = [os.path.getsize(f) for f in split.shard_files]
+    assert len(sizes) > 2 and max(sizes) <= (1 << 20) + 300 * 300 * 3 + 4096
+
+
+def test_member_keys_keep_one_dot_before_the_extension():
+    assert member_key("n01/n01_1.JPEG") == "n01/n01_1"
+    assert member_key("cls/a.b.c.png") == "cls/a_b_c"
+
+
+def test_a_folder_without_a_shard_index_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="train-index.npz not found.*make_shards"):
+        read_shard_splits(str(tmp_path))
+
+
+def test_a_missing_shard_is_one_clear_error(shards):
+    _, dst = shards
+    os.remove(dst / "val-000000.tar")
+    with pytest.raises(UserError, match="val-000000.tar is missing"):
+        read_shard_split(str(dst), "val")
+
+
+def test_staging_copies_once_and_reads_from_the_copy(shards, tmp_path):
+    _, dst = shards
+    stage = tmp_path / "local"
+    assert stage_shards(str(dst), str(stage)) == str(stage)
+    assert sorted(os.listdir(stage)) == sorted(os.listdir(dst))
+    first = {n: os.stat(stage / n).st_mtime_ns for n in os.listdir(stage)}
+    os.utime(stage / "train-index.npz", ns=(1, 1))  # a stale copy: copied again
+    stage_shards(str(dst), str(stage))
+    again = {n: os.stat(stage / n).st_mtime_ns for n in os.listdir(stage)}
+    assert again == first
+    split = read_shard_split(str(stage), "train")
+    assert all(f.startswith(str(stage)) for f in split.shard_files)
+    assert split.read(3) == read_shard_split(str(dst), "train").read(3)

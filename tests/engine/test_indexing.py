@@ -1,0 +1,76 @@
+"""Data indexed once per run: rank 0 indexes, every rank gets the same samples; shards train as the folder."""
+import os
+import random
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from fishnet_train.config import DataConfig
+from fishnet_train.data.shards import write_shards
+from fishnet_train.engine.distributed import DistInfo
+from fishnet_train.engine.indexing import index_data
+from fishnet_train.engine.reporting import Reporter
+from fishnet_train.engine.trainer import train
+
+from ..conftest import write_image_folder
+from ..helpers import assert_same_tensors, metrics, saved_state, tiny_options
+from .test_trainer import Crash, crash_at
+
+
+def _index_on_two_ranks(rank: int, root: str, cache: str, port: int, out: str) -> None:
+    from fishnet_train.data import folders
+    if rank == 1:  # only rank 0 may walk the folders
+        folders.find_split = lambda *a: (_ for _ in ()).throw(AssertionError("rank 1 walked the folders"))
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        data = DataConfig(root=root, batch_size=4, workers=0, index_cache=cache, scan=True)
+        info = DistInfo(rank, 2, rank, torch.device("cpu"))
+        train, val = index_data(data, info, os.path.dirname(cache), Reporter(os.path.dirname(cache), rank == 0, False))
+        torch.save({"train": train.paths(), "val": val.paths(), "targets": train.samples.targets.tolist()},
+                   f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_0_indexes_once_and_every_rank_gets_its_samples(tmp_path):
+    root = write_image_folder(tmp_path / "data", classes=3, train_per_class=5)
+    cache, out = str(tmp_path / "run" / "data_index.npz"), str(tmp_path / "samples")
+    port = 29000 + random.Random(os.getpid()).randint(0, 900)
+    mp.start_processes(_index_on_two_ranks, args=(str(root), cache, port, out), nprocs=2, start_method="fork")
+    a, b = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert a == b and len(a["train"]) == 15 and os.path.isfile(cache)
+
+
+@pytest.fixture(scope="module")
+def jpeg_data_and_shards(tmp_path_factory):
+    """JPEGs large enough for reduced decodes at the 32 px crop, and their shards."""
+    root = tmp_path_factory.mktemp("jpeg")
+    src = write_image_folder(root / "folder", classes=3, train_per_class=8, size=96, ext="jpg")
+    write_shards(str(src), str(root / "shards"), shard_mb=1, progress=lambda *a: None)
+    return src, root / "shards"
+
+
+OVERRIDES = ("data.crop_scale=[0.08,1.0]", "trainer.checkpoint_every_steps=1", "data.train_decode=fast")
+
+
+def test_training_on_shards_equals_training_on_their_folder(jpeg_data_and_shards, tmp_path):
+    folder, shards = jpeg_data_and_shards
+    train(tiny_options(folder, *OVERRIDES), str(tmp_path / "folder"))
+    train(tiny_options(shards, *OVERRIDES, "data.format=shards"), str(tmp_path / "shards"))
+    assert_same_tensors(saved_state(tmp_path / "folder")["model"], saved_state(tmp_path / "shards")["model"])
+    assert [m["top1"] for m in metrics(tmp_path / "folder")] == [m["top1"] for m in metrics(tmp_path / "shards")]
+    assert os.path.isfile(tmp_path / "folder" / "data_index.npz")  # data.index_cache=auto
+
+
+@pytest.mark.slow  # 15 s: three runs
+def test_a_crash_on_staged_shards_resumes_bit_identical(jpeg_data_and_shards, tmp_path):
+    _, shards = jpeg_data_and_shards
+    options = tiny_options(shards, *OVERRIDES, "data.format=shards", f"data.stage_dir={tmp_path / 'local'}")
+    train(options, str(tmp_path / "reference"))
+    with pytest.raises(Crash):
+        train(options, str(tmp_path / "crashed"), after_step=crash_at(6))
+    train(options, str(tmp_path / "crashed"))
+    assert_same_tensors(saved_state(tmp_path / "reference")["model"], saved_state(tmp_path / "crashed")["model"])
+    assert sorted(os.listdir(tmp_path / "local")) == sorted(os.listdir(shards))
