@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import functools
 import os
-import time
-from typing import Callable
 
 import torch
 from torchvision import transforms as T
 from torchvision.datasets.folder import pil_loader
 from torchvision.transforms import InterpolationMode, v2
 
-from bench_rounds import median_of_rounds
+from bench_rounds import images_per_second, median_of_rounds
 from fishnet_train.data import ImageFolderDataset, SampleIndex, Split, TrainTransform, ValTransform, find_split
 from fishnet_train.data.augment import auto_augment
 from fishnet_train.data.samplers import sample_seed
@@ -53,13 +51,6 @@ def decode_difference(split: Split) -> dict:
     return out
 
 
-def _rate(fn: Callable[[int], object], n: int) -> float:
-    start = time.perf_counter()
-    for i in range(n):
-        fn(i)
-    return n / (time.perf_counter() - start)
-
-
 def bench_data(root: str, limit: int | None, rounds: int) -> dict:
     """Images/s on one thread; each pipeline reads the same files, rounds alternate."""
     threads = torch.get_num_threads()
@@ -94,7 +85,8 @@ def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
         ("val", "reference"): lambda i: ref_val(pil_loader(paths[i])),
         ("decode_only", ""): lambda i: pil_loader(paths[i]),
     }
-    med = median_of_rounds({key: functools.partial(_rate, fn, len(paths)) for key, fn in pipelines.items()}, rounds)
+    timed = {key: functools.partial(images_per_second, fn, len(paths)) for key, fn in pipelines.items()}
+    med = median_of_rounds(timed, rounds)
     return {
         "train": {"ours": med[("train", "ours")], "reference": med[("train", "reference")]},
         "train_exact_decode": {"ours": med[("train_exact_decode", "ours")], "reference": med[("train", "reference")]},

@@ -8,7 +8,6 @@ import io
 import math
 import os
 import random
-import time
 import warnings
 from typing import Callable
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench_rounds import median_of_rounds
+from bench_rounds import images_per_second, median_of_rounds
 from fishnet_train.data import find_split
 from fishnet_train.data.images import jpeg_frame
 from fishnet_train.data.transforms import crop_reduction, random_resized_crop_box
@@ -68,13 +67,6 @@ def _pillow_draft(data: bytes, size: tuple[int, int], reduction: int) -> np.ndar
     return np.asarray(img.convert("RGB"))
 
 
-def _rate(fn: Callable[[int], object], n: int) -> float:
-    start = time.perf_counter()
-    for i in range(n):
-        fn(i)
-    return n / (time.perf_counter() - start)
-
-
 def bench_decoders(root: str, limit: int | None, rounds: int) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -88,7 +80,8 @@ def bench_decoders(root: str, limit: int | None, rounds: int) -> dict:
             box = random_resized_crop_box(w, h, (0.08, 1.0), (3 / 4, 4 / 3), rng)
             reductions.append(crop_reduction(box[2], box[3], 224))
         fns = candidates(blobs, reductions)
-        med = median_of_rounds({k: functools.partial(_rate, fn, len(blobs)) for k, fn in fns.items()}, rounds)
+        timed = {k: functools.partial(images_per_second, fn, len(blobs)) for k, fn in fns.items()}
+        med = median_of_rounds(timed, rounds)
         return {**{k: round(v, 1) for k, v in med.items()}, "images": len(blobs),
                 "reduced_share": round(sum(r > 1 for r in reductions) / max(1, len(reductions)), 3)}
     finally:
