@@ -4,6 +4,7 @@ of ``(path, target)`` tuples (the design it replaced, as torchvision's ImageFold
 and against a dataset with no index at all (what the workers grow by themselves)."""
 from __future__ import annotations
 
+import gc
 import io
 import os
 import time
@@ -11,9 +12,9 @@ from typing import Iterator
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, SequentialSampler
 
-from fishnet_train.data import ImageFolderDataset, SampleIndex, Split, collate
+from fishnet_train.data import ImageFolderDataset, SampleIndex, Split, build_loader
 
 CLASSES = 1000
 
@@ -78,8 +79,12 @@ class NoIndex(Dataset):
         return self.image.clone(), 0, torch.zeros(3), []
 
 
-def worker_pass(dataset: Dataset, workers: int, batch: int) -> dict:
-    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate)
+def worker_pass(dataset: Dataset, workers: int, batch: int, freeze: bool = True) -> dict:
+    """Each worker's private memory after its first batch and after the whole pass, through the
+    trainer's loader (``freeze`` False: as it was before it froze the collector's objects)."""
+    loader = build_loader(dataset, SequentialSampler(dataset), batch, workers, pin_memory=False)
+    if not freeze:
+        gc.unfreeze()
     start: list[float] = []
     end: list[float] = []
     it = iter(loader)
@@ -89,27 +94,32 @@ def worker_pass(dataset: Dataset, workers: int, batch: int) -> dict:
             start = [private_mb(p) for p in pids]
         if i == len(loader) - 1:
             end = [private_mb(p) for p in pids]
-    return {"start": [round(x, 1) for x in start], "end": [round(x, 1) for x in end]}
+    return {"start": [round(x, 1) for x in start], "end": [round(x, 1) for x in end],
+            "max_growth": round(max(e - s for s, e in zip(start, end)), 1)}
 
 
 def bench_index(samples: int, workers: int, batch: int = 256) -> dict:
+    """The flat index through the trainer's loader; then the list of tuples (before), the flat
+    index without the frozen collector (before), and no index at all (the loader's own growth)."""
     torch.set_num_threads(1)
-    results = {}
     classes = [f"n{c:08d}" for c in range(CLASSES)]
-    for layout in ("flat", "list_of_tuples"):
-        begin = time.perf_counter()
-        if layout == "flat":  # built as find_split builds it: one name at a time
-            split: Split = FlatStub("/synthetic/train", classes, SampleIndex.from_pairs(synthetic_names(samples)))
-        else:
-            split = ListStub("/synthetic/train", classes, list(synthetic_names(samples)))
-        seconds = time.perf_counter() - begin
-        memory = worker_pass(ImageFolderDataset(split, lambda image: image.permute(1, 2, 0), train=False),
-                             workers, batch)
-        growth = [e - s for s, e in zip(memory["start"], memory["end"])]
-        results[layout] = {"samples": samples, "index_seconds": round(seconds, 2), "worker_private_mb": memory,
-                           "max_growth_mb": round(max(growth), 1), "parent_mb": round(private_mb(os.getpid()), 1)}
-        del split
-    memory = worker_pass(NoIndex(samples), workers, batch)
-    results["no_index"] = {"worker_private_mb": memory, "max_growth_mb": round(max(
-        e - s for s, e in zip(memory["start"], memory["end"])), 1)}
-    return {**results["flat"], "list_of_tuples": results["list_of_tuples"], "no_index": results["no_index"]}
+    begin = time.perf_counter()
+    flat = FlatStub("/synthetic/train", classes, SampleIndex.from_pairs(synthetic_names(samples)))
+    seconds = time.perf_counter() - begin
+    result = {"samples": samples, "index_seconds": round(seconds, 2),
+              "worker_private_mb": worker_pass(_dataset(flat), workers, batch),
+              "parent_mb": round(private_mb(os.getpid()), 1)}
+    result["flat_collector_not_frozen"] = {"worker_private_mb": worker_pass(_dataset(flat), workers, batch, False)}
+    del flat
+    begin = time.perf_counter()
+    listed = ListStub("/synthetic/train", classes, list(synthetic_names(samples)))
+    result["list_of_tuples"] = {"index_seconds": round(time.perf_counter() - begin, 2),
+                                "worker_private_mb": worker_pass(_dataset(listed), workers, batch),
+                                "parent_mb": round(private_mb(os.getpid()), 1)}
+    del listed
+    result["no_index"] = {"worker_private_mb": worker_pass(NoIndex(samples), workers, batch)}
+    return result
+
+
+def _dataset(split: Split) -> Dataset:
+    return ImageFolderDataset(split, lambda image: image.permute(1, 2, 0), train=False)

@@ -34,6 +34,8 @@ def main() -> None:
         write_shards(args.src, args.dst, args.shard_mb, progress)
     except UserError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # a full disk, a folder not writable
+        sys.exit(f"error: writing {args.dst} failed: {e}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .images import DECODE_ERRORS, open_image
+from .images import DECODE_ERRORS, EncodedImage, UndecodableError, open_image
 from .index import Split
 
 MAX_REPLACEMENTS = 50
@@ -35,25 +35,33 @@ class ImageFolderDataset(Dataset):
         skipped: list[str] = []
         for attempt in range(MAX_REPLACEMENTS):
             i = (index + attempt) % len(self)
-            try:
-                # Decoding happens in the transform too: a training crop decodes only what it needs.
-                img = open_image(self.split.read(i))
+            try:  # a training crop decodes in the transform, only what it needs
+                img = self._open(i)
                 if self.train:
                     image, alpha = self.transform(img, random.Random(seed), size)
                 else:
                     image, alpha = self.transform(img.decode()), torch.zeros(3)
-            except DECODE_ERRORS as e:
-                path = self.split.path(i)
-                reason = describe_failure(path, e)
+            except UndecodableError as e:
+                reason = describe_failure(self.split.path(i), e)
                 if self.bad_images == "error":
                     raise UserError(f"cannot decode {reason} (data.bad_images=skip skips such files)") from None
                 skipped.append(reason)
                 continue
             return image, self.split.target(i), alpha, skipped
-        raise UserError(f"{MAX_REPLACEMENTS} files in a row could not be decoded near {path}; run with data.scan=true")
+        raise UserError(f"{MAX_REPLACEMENTS} files in a row could not be decoded near {self.split.path(index)}; "
+                        "run with data.scan=true")
+
+    def _open(self, i: int) -> EncodedImage:
+        try:
+            data = self.split.read(i)
+        except OSError as e:  # a file gone or unreadable counts as undecodable; a shard's is a UserError
+            raise UndecodableError(f"{type(e).__name__}: {e.strerror or e}") from None
+        return open_image(data)
 
 
 def describe_failure(path: str, error: Exception) -> str:
+    if isinstance(error, UndecodableError):
+        return f"{path}: {error}"
     detail = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
     return f"{path}: {type(error).__name__}: {detail}"
 

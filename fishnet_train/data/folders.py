@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Iterator
 
 import numpy as np
@@ -81,7 +82,11 @@ def find_splits(root: str, cache: str | None = None) -> tuple[Split, Split]:
         splits = find_split(root, "train"), find_split(root, "val")
         check_same_classes(*splits)
         if cache:
-            write_index_cache(cache, splits, fingerprint)
+            try:
+                write_index_cache(cache, splits, fingerprint)
+            except OSError as e:
+                raise UserError(f"data.index_cache={cache}: cannot write it ({e.strerror or e}); "
+                                "give a writable file path, or null for no cache") from None
     return splits
 
 
@@ -116,7 +121,7 @@ def read_index_cache(path: str, fingerprint: str, root: str) -> tuple[Split, Spl
             if str(f["fingerprint"]) != fingerprint:
                 return None
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     return tuple(  # type: ignore[return-value]
         Split(os.path.join(root, name), [str(c) for c in arrays[f"{name}.classes"]],

@@ -98,19 +98,34 @@ class EncodedImage:
             arr = simplejpeg.decode_jpeg(self.data, "RGB", fastdct=fast, fastupsample=fast,
                                          min_width=math.ceil(self.width / reduction),
                                          min_height=math.ceil(self.height / reduction))
-        except ValueError as e:  # corrupt or truncated data
-            raise OSError(f"corrupt JPEG data ({str(e).strip().splitlines()[-1]})") from None
+        except ValueError:  # refused, also for what libjpeg only warns about: Pillow decodes what it can
+            return _pillow_or_undecodable(self.data)
         return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+class UndecodableError(OSError):
+    """A file that neither decoder reads; the message says why. Only this (not any ValueError
+    or OSError of a transform) makes a training sample count as an undecodable file."""
+
+
+def _pillow_or_undecodable(data: bytes) -> torch.Tensor:
+    try:
+        return _decode_with_pillow(data)
+    except DECODE_ERRORS as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
+        raise UndecodableError(f"{type(e).__name__}: {detail}") from None
 
 
 def open_image(data: bytes) -> EncodedImage:
     """The file's size, and its pixels unless the fast path will decode it on demand; raises
-    one of DECODE_ERRORS if it cannot be decoded."""
+    UndecodableError if it cannot be decoded."""
     frame = jpeg_frame(memoryview(data)) if simplejpeg is not None else None
     if frame is not None and frame[2] in _FAST_COMPONENTS:
-        _check_pixels(frame[0], frame[1])
+        if Image.MAX_IMAGE_PIXELS and frame[0] * frame[1] > Image.MAX_IMAGE_PIXELS:
+            raise UndecodableError(f"DecompressionBombError: {frame[0]}x{frame[1]} pixels is over "
+                                   f"PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS} (a decompression bomb?)")
         return EncodedImage(data, frame[0], frame[1])
-    pixels = _decode_with_pillow(data)
+    pixels = _pillow_or_undecodable(data)
     return EncodedImage(data, pixels.shape[2], pixels.shape[1], pixels)
 
 
@@ -120,7 +135,7 @@ def read_file(path: str) -> bytes:
 
 
 def decode_rgb(data: bytes) -> torch.Tensor:
-    """Decode fully to a (3, H, W) uint8 RGB tensor; raises one of DECODE_ERRORS if it cannot."""
+    """Decode fully to a (3, H, W) uint8 RGB tensor; raises UndecodableError if it cannot."""
     return open_image(data).decode()
 
 
@@ -140,11 +155,3 @@ def _decode_with_pillow(data: bytes) -> torch.Tensor:
             raise Image.DecompressionBombError(str(e)) from None
         except UnidentifiedImageError:  # its message names the in-memory buffer: say what it means
             raise UnidentifiedImageError("not an image file Pillow can read") from None
-
-
-def _check_pixels(width: int, height: int) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > limit:
-        raise Image.DecompressionBombError(
-            f"{width}x{height} pixels is over PIL.Image.MAX_IMAGE_PIXELS={limit} (a decompression bomb?)"
-        )

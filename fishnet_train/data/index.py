@@ -14,6 +14,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..errors import UserError
+
+MAX_OPEN_SHARDS = 64  # per process: ImageNet at 256 MiB makes about 550 train shards
+
 
 @dataclass(frozen=True, eq=False)
 class SampleIndex:
@@ -65,7 +69,7 @@ class Split:
     classes: list[str]
     samples: SampleIndex
     shard_files: tuple[str, ...] = ()
-    _open: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+    _open: dict[int, int] = field(default_factory=dict, repr=False, compare=False)  # shard -> fd, by recency
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -81,19 +85,31 @@ class Split:
         return [self.path(i) for i in range(len(self))]
 
     def read(self, i: int) -> bytes:
-        """Sample ``i``'s encoded bytes; shards stay open, one descriptor each per process."""
+        """Sample ``i``'s encoded bytes. A shard that cannot be read is a UserError, not a bad image:
+        skipping it would change the samples silently."""
         s = self.samples
         if s.shard is None or s.offset is None or s.size is None:
             with open(self.path(i), "rb") as f:
                 return f.read()
-        shard = int(s.shard[i])
-        fd = self._open.get(shard)
-        if fd is None:
-            fd = self._open[shard] = os.open(self.shard_files[shard], os.O_RDONLY)
-        data = os.pread(fd, int(s.size[i]), int(s.offset[i]))
-        if len(data) != s.size[i]:
-            raise OSError(f"{self.shard_files[shard]} is shorter than its index says (truncated copy?)")
+        shard, size = int(s.shard[i]), int(s.size[i])
+        try:
+            data = os.pread(self._descriptor(shard), size, int(s.offset[i]))
+        except OSError as e:
+            raise UserError(f"cannot read {self.shard_files[shard]}: {e.strerror or e}") from None
+        if len(data) != size:
+            raise UserError(f"{self.shard_files[shard]} is shorter than its index says: a truncated copy? "
+                            "copy the shards again")
         return data
+
+    def _descriptor(self, shard: int) -> int:
+        """The shard's file, open; the least recently read of MAX_OPEN_SHARDS is closed for it."""
+        fd = self._open.pop(shard, None)
+        if fd is None:
+            if len(self._open) >= MAX_OPEN_SHARDS:
+                os.close(self._open.pop(next(iter(self._open))))
+            fd = os.open(self.shard_files[shard], os.O_RDONLY)
+        self._open[shard] = fd  # the most recent last
+        return fd
 
     def __getstate__(self) -> dict:  # descriptors stay in the process that opened them
         return {**vars(self), "_open": {}}

@@ -1,6 +1,8 @@
 """DataLoaders for training and evaluation, built from the data options."""
 from __future__ import annotations
 
+import gc
+
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -12,9 +14,23 @@ from .samplers import EvalSampler, TrainSampler
 from .transforms import TrainTransform, ValTransform
 
 
+def freeze_for_fork() -> None:
+    """Move every object alive now out of reach of the cyclic garbage collector before workers fork.
+
+    A full collection in a forked worker writes to the header of every object it inherited, so
+    the kernel copies each page holding one: about 80 MB per worker, all at once after some
+    220,000 items (measured, README "Data at scale"). Frozen objects are still freed by reference
+    counting; only cycles among them are never collected (CPython's advice for pre-fork servers).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """Workers stay alive across epochs; the loader's own generator keeps the global RNG
     untouched, so creating an iterator never shifts the training randomness."""
+    if workers > 0:
+        freeze_for_fork()
     return DataLoader(
         dataset,
         batch_size=batch_size,

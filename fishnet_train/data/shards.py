@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import tarfile
+import zipfile
 from typing import Callable
 
 import numpy as np
@@ -48,6 +49,7 @@ def write_split_shards(split: Split, dst: str, name: str, shard_bytes: int,
                        progress: Callable[[int, int], None] = lambda done, total: None) -> int:
     """Pack ``split`` into ``dst/<name>-NNNNNN.tar`` of about ``shard_bytes`` each and write its
     index last (an index present means the shards are complete); returns the shard count."""
+    _remove_split(dst, name)  # the old index first: an interrupted re-run leaves no index, not a wrong one
     shard_of: list[int] = []
     offsets: list[int] = []
     sizes: list[int] = []
@@ -79,6 +81,14 @@ def write_split_shards(split: Split, dst: str, name: str, shard_bytes: int,
     return len(files)
 
 
+def _remove_split(dst: str, name: str) -> None:
+    if os.path.exists(index_file(dst, name)):
+        os.remove(index_file(dst, name))
+    for file_name in os.listdir(dst):
+        if file_name.startswith(f"{name}-") and file_name.endswith((".tar", ".tar.tmp")):
+            os.remove(os.path.join(dst, file_name))
+
+
 def _close_shard(tar: tarfile.TarFile, path: str) -> None:
     tar.close()
     os.replace(path + ".tmp", path)
@@ -99,8 +109,11 @@ def read_shard_split(root: str, name: str) -> Split:
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: data.format=shards needs data.root made by "
                         f"tools/make_shards.py (or use data.format=folder)")
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path} is unreadable ({type(e).__name__}: {e}); run tools/make_shards.py again") from None
     files = tuple(os.path.join(root, str(n)) for n in arrays.pop("shard_files"))
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:

@@ -10,7 +10,7 @@ from ..data import (
 )
 from ..data.shards import index_file
 from ..errors import UserError
-from .distributed import DistInfo, all_gather_objects, barrier, broadcast_object
+from .distributed import DistInfo, all_gather_objects, broadcast_object
 from .reporting import Reporter
 
 T = TypeVar("T")
@@ -38,14 +38,21 @@ def val_split(data: DataConfig) -> Split:
 
 
 def on_main(fn: Callable[[], T], is_main: bool) -> T:
-    """``fn()`` run on rank 0 only and its result on every rank; its UserError raised on every rank."""
-    result, error = None, None
+    """``fn()`` run on rank 0 only and its result on every rank. When it fails, every rank fails:
+    with its UserError, or (any other error) rank 0 with its own and the others with a line
+    naming it, instead of waiting in the broadcast until the process group's timeout."""
+    result, error, failure = None, None, None
     if is_main:
         try:
             result = fn()
         except UserError as e:
             error = str(e)
+        except Exception as e:
+            failure = e
+            error = f"rank 0 failed while indexing the data ({type(e).__name__}: {e}); see its log"
     result, error = broadcast_object((result, error))
+    if failure is not None:
+        raise failure
     if error is not None:
         raise UserError(error)
     return result
@@ -58,12 +65,19 @@ def cache_path(data: DataConfig, run_dir: str) -> str | None:
 
 
 def staged_root(data: DataConfig, info: DistInfo) -> str:
-    """With ``data.stage_dir``, the shards copied there by each node's first process."""
+    """With ``data.stage_dir``, the shards copied there by each node's first process (the others
+    wait for it; a failed copy fails every rank)."""
     if data.stage_dir is None:
         return data.root
+    error = None
     if info.local_rank == 0:
-        stage_shards(data.root, data.stage_dir)
-    barrier()
+        try:
+            stage_shards(data.root, data.stage_dir)
+        except OSError as e:
+            error = f"data.stage_dir={data.stage_dir}: copying the shards failed ({e}); free space or choose another"
+    errors = [e for e in all_gather_objects(error) if e is not None]
+    if errors:
+        raise UserError(errors[0])
     return data.stage_dir
 
 

@@ -113,3 +113,37 @@ def test_bad_layouts_are_one_clear_error_naming_the_path(tmp_path, layout, messa
     with pytest.raises(UserError, match=message) as info:
         find_splits(str(root))
     assert "\n" not in str(info.value)
+
+
+def test_a_jpeg_libjpeg_only_warns_about_is_decoded_by_pillow(tmp_path):
+    buf = io.BytesIO()
+    rgb((64, 48)).save(buf, format="JPEG")
+    data = buf.getvalue()
+    (tmp_path / "extra.jpg").write_bytes(data[:-2] + b"\x00\x00\x00" + data[-2:])  # bytes before EOI
+    reference = torch.from_numpy(np.array(Image.open(tmp_path / "extra.jpg").convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(load_rgb(str(tmp_path / "extra.jpg")), reference)
+
+
+def test_a_transform_error_is_raised_not_counted_as_an_undecodable_file(tmp_path):
+    split, _, _ = split_with_bad_files(tmp_path)
+
+    def broken(image):
+        raise ValueError("a bug in a transform")
+
+    with pytest.raises(ValueError, match="a bug in a transform"):
+        ImageFolderDataset(split, broken, train=False)[0]
+
+
+def test_loader_workers_fork_with_the_collector_frozen(tmp_path):
+    import gc
+
+    from fishnet_train.data import build_loader
+    from fishnet_train.data.samplers import EvalSampler
+    split, _, _ = split_with_bad_files(tmp_path)
+    dataset = ImageFolderDataset(split, ValTransform(36, 32), train=False)
+    try:
+        gc.unfreeze()
+        build_loader(dataset, EvalSampler(len(dataset), 0, 1), 4, workers=1, pin_memory=False)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -10,6 +10,7 @@ from torchvision.datasets import ImageFolder
 
 from fishnet_train.data import SampleIndex, find_split, find_splits
 from fishnet_train.data import folders
+from fishnet_train.errors import UserError
 
 from ..conftest import write_image_folder
 
@@ -78,3 +79,18 @@ def test_an_unreadable_cache_is_rebuilt_not_an_error(tmp_path):
     with np.load(cache) as f:  # rewritten, readable
         assert "fingerprint" in f.files
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
+def test_a_truncated_cache_file_is_rebuilt_not_an_error(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    cache = tmp_path / "index.npz"
+    find_splits(str(root), str(cache))
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])  # a copy cut short
+    assert len(find_splits(str(root), str(cache))[0]) == 24
+
+
+def test_an_unwritable_cache_is_one_clear_error(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    (tmp_path / "a_folder").mkdir()
+    with pytest.raises(UserError, match="data.index_cache=.*a_folder: cannot write it.*or null"):
+        find_splits(str(root), str(tmp_path / "a_folder"))

@@ -4,7 +4,10 @@ import tarfile
 
 import pytest
 
-from fishnet_train.data import find_split, read_shard_split, read_shard_splits, stage_shards
+from fishnet_train.data import (
+    ImageFolderDataset, ValTransform, collate, find_split, read_shard_split, read_shard_splits, stage_shards,
+)
+from fishnet_train.data import index
 from fishnet_train.data.shards import member_key, write_shards
 from fishnet_train.errors import UserError
 
@@ -69,11 +72,50 @@ def test_staging_copies_once_and_reads_from_the_copy(shards, tmp_path):
     stage = tmp_path / "local"
     assert stage_shards(str(dst), str(stage)) == str(stage)
     assert sorted(os.listdir(stage)) == sorted(os.listdir(dst))
-    first = {n: os.stat(stage / n).st_mtime_ns for n in os.listdir(stage)}
-    os.utime(stage / "train-index.npz", ns=(1, 1))  # a stale copy: copied again
+    first = {n: os.stat(stage / n).st_ino for n in os.listdir(stage)}
+    os.utime(stage / "train-index.npz", ns=(1, 1))  # a stale copy: copied again (a new file)
     stage_shards(str(dst), str(stage))
-    again = {n: os.stat(stage / n).st_mtime_ns for n in os.listdir(stage)}
-    assert again == first
+    again = {n: os.stat(stage / n).st_ino for n in os.listdir(stage)}
+    assert [n for n in first if again[n] != first[n]] == ["train-index.npz"]
     split = read_shard_split(str(stage), "train")
     assert all(f.startswith(str(stage)) for f in split.shard_files)
     assert split.read(3) == read_shard_split(str(dst), "train").read(3)
+
+
+def test_a_corrupt_file_in_a_shard_is_skipped_and_named_as_in_a_folder(tmp_path):
+    src = write_image_folder(tmp_path / "src", classes=2, train_per_class=3, ext="jpg")
+    (src / "train" / "class_1" / "img_1.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    write_shards(str(src), str(tmp_path / "dst"), shard_mb=1, progress=lambda *a: None)
+    split = read_shard_split(str(tmp_path / "dst"), "train")
+    dataset = ImageFolderDataset(split, ValTransform(32, 32), train=False, bad_images="skip")
+    images, targets, _, skipped = collate([dataset[i] for i in range(len(dataset))])
+    assert len(skipped) == 1 and skipped[0].startswith(str(tmp_path / "dst" / "train" / "class_1" / "img_1.jpg"))
+
+
+def test_open_shards_are_capped_per_process(shards, monkeypatch):
+    _, dst = shards
+    monkeypatch.setattr(index, "MAX_OPEN_SHARDS", 2)
+    src = write_image_folder(dst.parent / "many", classes=2, train_per_class=40, size=200, ext="png")
+    write_shards(str(src), str(dst.parent / "many_shards"), shard_mb=1, progress=lambda *a: None)
+    split = read_shard_split(str(dst.parent / "many_shards"), "train")
+    assert len(split.shard_files) > 2
+    reference = find_split(str(src), "train")
+    for i in list(range(len(split))) + list(range(len(split)))[::-1]:
+        assert split.read(i) == reference.read(i)
+        assert len(split._open) <= 2
+
+
+def test_a_truncated_shard_is_a_user_error_not_a_skipped_image(shards):
+    _, dst = shards
+    split = read_shard_split(str(dst), "train")
+    with open(split.shard_files[0], "r+b") as f:
+        f.truncate(int(split.samples.offset[3]))
+    with pytest.raises(UserError, match="shorter than its index says"):
+        ImageFolderDataset(split, ValTransform(32, 32), train=False)[5]
+
+
+def test_packing_again_replaces_the_old_shards_and_index(shards):
+    src, dst = shards
+    (dst / "train-000099.tar").write_bytes(b"left from an older packing")
+    write_shards(str(src), str(dst), shard_mb=64, progress=lambda *a: None)
+    assert sorted(n for n in os.listdir(dst) if n.startswith("train")) == ["train-000000.tar", "train-index.npz"]

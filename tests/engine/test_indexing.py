@@ -1,4 +1,5 @@
 """Data indexed once per run: rank 0 indexes, every rank gets the same samples; shards train as the folder."""
+import dataclasses
 import os
 import random
 
@@ -8,11 +9,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fishnet_train.config import DataConfig
+from fishnet_train.data import find_split, scan_undecodable
 from fishnet_train.data.shards import write_shards
 from fishnet_train.engine.distributed import DistInfo
 from fishnet_train.engine.indexing import index_data
 from fishnet_train.engine.reporting import Reporter
 from fishnet_train.engine.trainer import train
+from fishnet_train.errors import UserError
 
 from ..conftest import write_image_folder
 from ..helpers import assert_same_tensors, metrics, saved_state, tiny_options
@@ -25,11 +28,17 @@ def _index_on_two_ranks(rank: int, root: str, cache: str, port: int, out: str) -
         folders.find_split = lambda *a: (_ for _ in ()).throw(AssertionError("rank 1 walked the folders"))
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        data = DataConfig(root=root, batch_size=4, workers=0, index_cache=cache, scan=True)
+        data = DataConfig(root=root, batch_size=4, workers=0, index_cache=cache)
         info = DistInfo(rank, 2, rank, torch.device("cpu"))
         train, val = index_data(data, info, os.path.dirname(cache), Reporter(os.path.dirname(cache), rank == 0, False))
-        torch.save({"train": train.paths(), "val": val.paths(), "targets": train.samples.targets.tolist()},
-                   f"{out}.{rank}")
+        os.makedirs(os.path.join(root, "val", "class_9"), exist_ok=True)  # an empty class: rank 0's error, on both ranks
+        try:
+            index_data(dataclasses.replace(data, index_cache=None), info, "", Reporter("", False, False))
+            error = None
+        except UserError as e:
+            error = str(e)
+        torch.save({"train": train.paths(), "val": val.paths(), "targets": train.samples.targets.tolist(),
+                    "error": error}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -41,6 +50,19 @@ def test_rank_0_indexes_once_and_every_rank_gets_its_samples(tmp_path):
     mp.start_processes(_index_on_two_ranks, args=(str(root), cache, port, out), nprocs=2, start_method="fork")
     a, b = torch.load(f"{out}.0"), torch.load(f"{out}.1")
     assert a == b and len(a["train"]) == 15 and os.path.isfile(cache)
+    assert "found no valid file for the classes class_9" in a["error"]
+
+
+def test_the_scan_splits_the_files_across_ranks_and_gathers_them_in_order(tmp_path):
+    root = tmp_path / "data"
+    write_image_folder(root, classes=2, train_per_class=5)
+    for name in ("train/class_0/img_1.png", "train/class_1/img_4.png", "val/class_1/img_0.png"):
+        (root / name).write_bytes(b"broken")
+    splits = [find_split(str(root), "train"), find_split(str(root), "val")]
+    whole = scan_undecodable(splits, workers=0)
+    parts = [scan_undecodable(splits, 0, part, 3) for part in range(3)]
+    assert len(whole) == 3 and [r for p in parts for r in p] == whole
+    assert all(len(p) <= 2 for p in parts)  # each part scanned only its own share
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +77,11 @@ def jpeg_data_and_shards(tmp_path_factory):
 OVERRIDES = ("data.crop_scale=[0.08,1.0]", "trainer.checkpoint_every_steps=1", "data.train_decode=fast")
 
 
+@pytest.mark.slow  # 15-30 s: two runs, one with loader workers
 def test_training_on_shards_equals_training_on_their_folder(jpeg_data_and_shards, tmp_path):
     folder, shards = jpeg_data_and_shards
     train(tiny_options(folder, *OVERRIDES), str(tmp_path / "folder"))
-    train(tiny_options(shards, *OVERRIDES, "data.format=shards"), str(tmp_path / "shards"))
+    train(tiny_options(shards, *OVERRIDES, "data.format=shards", "data.workers=2"), str(tmp_path / "shards"))
     assert_same_tensors(saved_state(tmp_path / "folder")["model"], saved_state(tmp_path / "shards")["model"])
     assert [m["top1"] for m in metrics(tmp_path / "folder")] == [m["top1"] for m in metrics(tmp_path / "shards")]
     assert os.path.isfile(tmp_path / "folder" / "data_index.npz")  # data.index_cache=auto

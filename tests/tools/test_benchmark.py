@@ -35,8 +35,8 @@ def test_index_benchmark_reports_each_workers_memory_for_both_layouts(tmp_path):
     result = run_tool("tools/benchmark.py", "index", "--samples", "3000", "--workers", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
-    for layout in (figures, figures["list_of_tuples"]):
-        assert layout["samples"] == 3000 and layout["parent_mb"] > 0
+    assert figures["samples"] == 3000 and figures["parent_mb"] > 0
+    for layout in (figures, figures["list_of_tuples"], figures["flat_collector_not_frozen"], figures["no_index"]):
         assert len(layout["worker_private_mb"]["start"]) == len(layout["worker_private_mb"]["end"]) == 2
 
 
