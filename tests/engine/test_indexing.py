@@ -31,7 +31,7 @@ def _index_on_two_ranks(rank: int, root: str, cache: str, port: int, out: str) -
         data = DataConfig(root=root, batch_size=4, workers=0, index_cache=cache)
         info = DistInfo(rank, 2, rank, torch.device("cpu"))
         train, val = index_data(data, info, os.path.dirname(cache), Reporter(os.path.dirname(cache), rank == 0, False))
-        os.makedirs(os.path.join(root, "val", "class_9"), exist_ok=True)  # an empty class: rank 0's error, on both ranks
+        os.makedirs(os.path.join(root, "val", "class_9"), exist_ok=True)  # empty: rank 0 fails, both ranks raise
         try:
             index_data(dataclasses.replace(data, index_cache=None), info, "", Reporter("", False, False))
             error = None
