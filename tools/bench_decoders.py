@@ -61,6 +61,16 @@ def candidates(blobs: list[bytes], reductions: list[int]) -> dict[str, Callable[
     return out
 
 
+def equal_outputs(fns: dict[str, Callable[[int], object]], n: int) -> str | None:
+    """How many files simplejpeg decodes to exactly torchvision's pixels ("k/n"); None without both."""
+    if "simplejpeg" not in fns or "torchvision_decode_jpeg" not in fns:
+        return None
+    same = sum(np.array_equal(np.asarray(fns["simplejpeg"](i)),
+                              fns["torchvision_decode_jpeg"](i).permute(1, 2, 0).numpy())  # type: ignore[attr-defined]
+               for i in range(n))
+    return f"{same}/{n}"
+
+
 def _pillow_draft(data: bytes, size: tuple[int, int], reduction: int) -> np.ndarray:
     img = Image.open(io.BytesIO(data))
     img.draft("RGB", (math.ceil(size[0] / reduction), math.ceil(size[1] / reduction)))
@@ -83,6 +93,7 @@ def bench_decoders(root: str, limit: int | None, rounds: int) -> dict:
         timed = {k: functools.partial(images_per_second, fn, len(blobs)) for k, fn in fns.items()}
         med = median_of_rounds(timed, rounds)
         return {**{k: round(v, 1) for k, v in med.items()}, "images": len(blobs),
-                "reduced_share": round(sum(r > 1 for r in reductions) / max(1, len(reductions)), 3)}
+                "reduced_share": round(sum(r > 1 for r in reductions) / max(1, len(reductions)), 3),
+                "simplejpeg_equal_to_torchvision": equal_outputs(fns, len(blobs))}
     finally:
         torch.set_num_threads(threads)

@@ -31,6 +31,15 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def one_thread(fn):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def machine_info() -> dict:
     return {
         "cpu": cpu_model(),
@@ -38,6 +47,7 @@ def machine_info() -> dict:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "fp32_matmul_gflops": round(matmul_gflops(), 1),
+        "fp32_matmul_gflops_1_thread": round(one_thread(matmul_gflops), 1),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

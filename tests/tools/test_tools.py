@@ -30,3 +30,15 @@ def test_make_shards_packs_a_folder_and_refuses_a_wrong_root_in_one_line(tmp_pat
     assert len(train) == 6 and len(val) == 6
     result = run_tool("tools/make_shards.py", str(tmp_path / "nowhere"), str(tmp_path / "dst2"))
     assert result.returncode == 1 and result.stderr.strip().count("\n") == 0 and "is not a directory" in result.stderr
+
+
+@pytest.mark.slow  # a tool process
+def test_make_index_writes_the_cache_training_reads(tmp_path):
+    from fishnet_train.data import folders
+
+    from ..conftest import write_image_folder
+    src = write_image_folder(tmp_path / "src", classes=2, train_per_class=3)
+    result = run_tool("tools/make_index.py", str(src), str(tmp_path / "index.npz"))
+    assert result.returncode == 0, result.stderr
+    assert "6 train and 6 val samples, 2 classes" in result.stdout
+    assert folders.read_index_cache(str(tmp_path / "index.npz"), folders.folder_fingerprint(str(src)), str(src))
