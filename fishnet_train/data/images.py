@@ -3,10 +3,11 @@
 8-bit baseline and progressive JPEGs (almost all of ImageNet) are decoded by libjpeg-turbo
 through simplejpeg, after a look at their frame header for the size and the number of colour
 components; everything else (and any JPEG simplejpeg refuses, such as CMYK) goes through
-Pillow. simplejpeg was chosen by measurement (README "Data at scale"): as fast as torchvision's
-deprecated ``decode_jpeg`` at full size, and it decodes at 1/2, 1/4 or 1/8 of the size in the
-DCT domain, which the training transform uses to skip pixels a crop would throw away. Both
-paths refuse decompression bombs by Pillow's limit, ``PIL.Image.MAX_IMAGE_PIXELS``.
+Pillow. simplejpeg was chosen by measurement (README "Data at scale"): the same pixels as
+torchvision's deprecated ``decode_jpeg``, as fast, laid out channels-last as the resize kernel
+wants them (no copy), and decoded at 1/2, 1/4 or 1/8 of the size in the DCT domain when asked,
+which the training transform uses to skip pixels a crop would throw away. Both paths refuse
+decompression bombs by Pillow's limit, ``PIL.Image.MAX_IMAGE_PIXELS``.
 """
 from __future__ import annotations
 
