@@ -8,6 +8,7 @@ touches no Python object of the index. Shard indices add each sample's shard, of
 from __future__ import annotations
 
 import os
+import resource
 from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -16,7 +17,13 @@ import numpy as np
 
 from ..errors import UserError
 
-MAX_OPEN_SHARDS = 64  # per process: ImageNet at 256 MiB makes about 550 train shards
+
+def open_shard_limit() -> int:
+    """Shards one split keeps open in one process: a quarter of the descriptor limit (``ulimit -n``),
+    so that a train and a val split and torch's own descriptors fit. ImageNet at 256 MiB makes about
+    550 train shards: with a limit of 1024 a quarter of them stay open and other reads reopen."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, (soft if soft != resource.RLIM_INFINITY else 1 << 16) // 4)
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,10 +109,10 @@ class Split:
         return data
 
     def _descriptor(self, shard: int) -> int:
-        """The shard's file, open; the least recently read of MAX_OPEN_SHARDS is closed for it."""
+        """The shard's file, open; beyond ``open_shard_limit()`` the least recently read one is closed."""
         fd = self._open.pop(shard, None)
         if fd is None:
-            if len(self._open) >= MAX_OPEN_SHARDS:
+            if len(self._open) >= open_shard_limit():
                 os.close(self._open.pop(next(iter(self._open))))
             fd = os.open(self.shard_files[shard], os.O_RDONLY)
         self._open[shard] = fd  # the most recent last

@@ -26,12 +26,20 @@ def freeze_for_fork() -> None:
     gc.freeze()
 
 
+class ForkingLoader(DataLoader):
+    """A DataLoader that freezes the collector's objects whenever it may fork workers: at each
+    iterator, so that everything built before the first one (model, optimizer, checkpoint) is frozen."""
+
+    def __iter__(self):
+        if self.num_workers > 0:
+            freeze_for_fork()
+        return super().__iter__()
+
+
 def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """Workers stay alive across epochs; the loader's own generator keeps the global RNG
     untouched, so creating an iterator never shifts the training randomness."""
-    if workers > 0:
-        freeze_for_fork()
-    return DataLoader(
+    return ForkingLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

@@ -99,8 +99,18 @@ def index_data(data: DataConfig, info: DistInfo, run_dir: str, reporter: Reporte
 
 
 def scan(data: DataConfig, splits: tuple[Split, Split], info: DistInfo, reporter: Reporter) -> None:
-    mine = scan_undecodable(list(splits), data.workers, info.rank, info.world_size)
-    bad = [reason for part in all_gather_objects(mine) for reason in part]
+    """Every rank decodes its share; an unreadable shard on one rank fails every rank."""
+    mine: list[str] = []
+    error = None
+    try:
+        mine = scan_undecodable(list(splits), data.workers, info.rank, info.world_size)
+    except UserError as e:
+        error = str(e)
+    parts = all_gather_objects((mine, error))
+    errors = [e for _, e in parts if e is not None]
+    if errors:
+        raise UserError(errors[0])
+    bad = [reason for part, _ in parts for reason in part]
     for reason in bad:
         reporter.warning(f"undecodable: {reason}")
     if bad and data.bad_images == "error":

@@ -124,26 +124,31 @@ def test_a_jpeg_libjpeg_only_warns_about_is_decoded_by_pillow(tmp_path):
     assert torch.equal(load_rgb(str(tmp_path / "extra.jpg")), reference)
 
 
-def test_a_transform_error_is_raised_not_counted_as_an_undecodable_file(tmp_path):
+@pytest.mark.parametrize("train, error", [(False, ValueError), (True, OSError)])
+def test_a_transform_error_is_raised_not_counted_as_an_undecodable_file(tmp_path, train, error):
     split, _, _ = split_with_bad_files(tmp_path)
 
-    def broken(image):
-        raise ValueError("a bug in a transform")
+    def broken(image, *args):
+        raise error("a bug in a transform")
 
-    with pytest.raises(ValueError, match="a bug in a transform"):
-        ImageFolderDataset(split, broken, train=False)[0]
+    with pytest.raises(error, match="a bug in a transform"):
+        ImageFolderDataset(split, broken, train=train)[(0, 0) if train else 0]
 
 
-def test_loader_workers_fork_with_the_collector_frozen(tmp_path):
+def test_loader_workers_fork_with_everything_built_before_them_frozen(tmp_path):
     import gc
 
     from fishnet_train.data import build_loader
     from fishnet_train.data.samplers import EvalSampler
     split, _, _ = split_with_bad_files(tmp_path)
-    dataset = ImageFolderDataset(split, ValTransform(36, 32), train=False)
+    dataset = ImageFolderDataset(split, ValTransform(36, 32), train=False, bad_images="skip")
     try:
         gc.unfreeze()
-        build_loader(dataset, EvalSampler(len(dataset), 0, 1), 4, workers=1, pin_memory=False)
-        assert gc.get_freeze_count() > 0
+        loader = build_loader(dataset, EvalSampler(len(dataset), 0, 1), 4, workers=1, pin_memory=False)
+        built_after_the_loader = [[i] for i in range(1000)]  # as the model is, in the trainer
+        assert gc.get_freeze_count() == 0
+        next(iter(loader))
+        assert gc.get_freeze_count() >= 1000 and gc.is_tracked(built_after_the_loader)
+        assert not any(built_after_the_loader is o for o in gc.get_objects())  # frozen: out of the collector's reach
     finally:
         gc.unfreeze()

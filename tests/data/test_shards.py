@@ -92,26 +92,36 @@ def test_a_corrupt_file_in_a_shard_is_skipped_and_named_as_in_a_folder(tmp_path)
     assert len(skipped) == 1 and skipped[0].startswith(str(tmp_path / "dst" / "train" / "class_1" / "img_1.jpg"))
 
 
-def test_open_shards_are_capped_per_process(shards, monkeypatch):
+def test_open_shards_are_capped_the_least_recently_read_closed_first(shards, monkeypatch):
     _, dst = shards
-    monkeypatch.setattr(index, "MAX_OPEN_SHARDS", 2)
+    monkeypatch.setattr(index, "open_shard_limit", lambda: 2)
     src = write_image_folder(dst.parent / "many", classes=2, train_per_class=40, size=200, ext="png")
     write_shards(str(src), str(dst.parent / "many_shards"), shard_mb=1, progress=lambda *a: None)
     split = read_shard_split(str(dst.parent / "many_shards"), "train")
     assert len(split.shard_files) > 2
     reference = find_split(str(src), "train")
+    first = {int(split.samples.shard[i]): i for i in reversed(range(len(split)))}  # a sample of each shard
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for shard in (0, 1, 0, 2):
+        assert split.read(first[shard]) == reference.read(first[shard])
+    assert list(split._open) == [0, 2]  # shard 1, the least recently read, was closed for shard 2
+    assert len(os.listdir("/proc/self/fd")) == descriptors + 2
     for i in list(range(len(split))) + list(range(len(split)))[::-1]:
         assert split.read(i) == reference.read(i)
         assert len(split._open) <= 2
 
 
-def test_a_truncated_shard_is_a_user_error_not_a_skipped_image(shards):
+def test_a_truncated_or_vanished_shard_is_a_user_error_not_a_skipped_image(shards):
     _, dst = shards
     split = read_shard_split(str(dst), "train")
     with open(split.shard_files[0], "r+b") as f:
         f.truncate(int(split.samples.offset[3]))
     with pytest.raises(UserError, match="shorter than its index says"):
         ImageFolderDataset(split, ValTransform(32, 32), train=False)[5]
+    val = read_shard_split(str(dst), "val")
+    os.remove(val.shard_files[0])
+    with pytest.raises(UserError, match="cannot read .*val-000000.tar"):
+        ImageFolderDataset(val, ValTransform(32, 32), train=False)[0]
 
 
 def test_packing_again_replaces_the_old_shards_and_index(shards):
@@ -119,3 +129,17 @@ def test_packing_again_replaces_the_old_shards_and_index(shards):
     (dst / "train-000099.tar").write_bytes(b"left from an older packing")
     write_shards(str(src), str(dst), shard_mb=64, progress=lambda *a: None)
     assert sorted(n for n in os.listdir(dst) if n.startswith("train")) == ["train-000000.tar", "train-index.npz"]
+
+
+def test_an_interrupted_packing_leaves_no_index_pointing_at_new_bytes(shards):
+    src, dst = shards
+
+    def interrupt(split, done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(str(src), str(dst), shard_mb=64, progress=interrupt)
+    assert not os.path.exists(dst / "train-index.npz")
+    with pytest.raises(UserError, match="train-index.npz not found"):
+        read_shard_splits(str(dst))

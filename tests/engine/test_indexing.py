@@ -12,7 +12,7 @@ from fishnet_train.config import DataConfig
 from fishnet_train.data import find_split, scan_undecodable
 from fishnet_train.data.shards import write_shards
 from fishnet_train.engine.distributed import DistInfo
-from fishnet_train.engine.indexing import index_data
+from fishnet_train.engine.indexing import index_data, on_main, staged_root
 from fishnet_train.engine.reporting import Reporter
 from fishnet_train.engine.trainer import train
 from fishnet_train.errors import UserError
@@ -37,8 +37,18 @@ def _index_on_two_ranks(rank: int, root: str, cache: str, port: int, out: str) -
             error = None
         except UserError as e:
             error = str(e)
+        failures = []
+        try:
+            on_main(lambda: 1 / 0, rank == 0)  # not a UserError: rank 0 raises it, the others a line naming it
+        except (ZeroDivisionError, UserError) as e:
+            failures.append(f"{type(e).__name__}: {e}")
+        stage = DataConfig(root=root, format="shards", stage_dir=os.path.join(root, "train", "class_0", "img_0.png"))
+        try:  # a copy failing on the node's first process fails every rank
+            staged_root(stage, info)
+        except UserError as e:
+            failures.append(str(e))
         torch.save({"train": train.paths(), "val": val.paths(), "targets": train.samples.targets.tolist(),
-                    "error": error}, f"{out}.{rank}")
+                    "error": error, "failures": failures}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -49,6 +59,10 @@ def test_rank_0_indexes_once_and_every_rank_gets_its_samples(tmp_path):
     port = 29000 + random.Random(os.getpid()).randint(0, 900)
     mp.start_processes(_index_on_two_ranks, args=(str(root), cache, port, out), nprocs=2, start_method="fork")
     a, b = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    (error_0, stage_0), (error_1, stage_1) = a.pop("failures"), b.pop("failures")
+    assert error_0.startswith("ZeroDivisionError")
+    assert error_1.startswith("UserError: rank 0 failed while indexing the data (ZeroDivisionError")
+    assert stage_0 == stage_1 and "copying the shards failed" in stage_0
     assert a == b and len(a["train"]) == 15 and os.path.isfile(cache)
     assert "found no valid file for the classes class_9" in a["error"]
 
@@ -97,3 +111,15 @@ def test_a_crash_on_staged_shards_resumes_bit_identical(jpeg_data_and_shards, tm
     train(options, str(tmp_path / "crashed"))
     assert_same_tensors(saved_state(tmp_path / "reference")["model"], saved_state(tmp_path / "crashed")["model"])
     assert sorted(os.listdir(tmp_path / "local")) == sorted(os.listdir(shards))
+
+
+def test_an_unreadable_shard_met_by_the_scan_is_one_clear_error(jpeg_data_and_shards, tmp_path):
+    import shutil
+    _, shards = jpeg_data_and_shards
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    with open(copy / "val-000000.tar", "r+b") as f:
+        f.truncate(2048)
+    data = DataConfig(root=str(copy), format="shards", batch_size=4, workers=0, scan=True)
+    with pytest.raises(UserError, match="val-000000.tar is shorter than its index says"):
+        index_data(data, DistInfo(0, 1, 0, torch.device("cpu")), str(tmp_path), Reporter(str(tmp_path), True, False))
