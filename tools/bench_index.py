@@ -83,8 +83,8 @@ def worker_pass(dataset: Dataset, workers: int, batch: int, freeze: bool = True)
     """Each worker's private memory after its first batch and after the whole pass, through the
     trainer's loader (``freeze`` False: as it was before it froze the collector's objects)."""
     loader = build_loader(dataset, SequentialSampler(dataset), batch, workers, pin_memory=False)
-    if not freeze:
-        gc.unfreeze()
+    gc.unfreeze()  # each pass as the first: what an earlier one froze is not frozen
+    loader.freeze_collector = freeze  # type: ignore[attr-defined]
     start: list[float] = []
     end: list[float] = []
     it = iter(loader)

@@ -30,8 +30,10 @@ class ForkingLoader(DataLoader):
     """A DataLoader that freezes the collector's objects whenever it may fork workers: at each
     iterator, so that everything built before the first one (model, optimizer, checkpoint) is frozen."""
 
+    freeze_collector = True  # tools/bench_index.py turns it off to measure what it saves
+
     def __iter__(self):
-        if self.num_workers > 0:
+        if self.num_workers > 0 and self.freeze_collector:
             freeze_for_fork()
         return super().__iter__()
 
