@@ -3,7 +3,7 @@ import pytest
 
 from fishnet_train.config import to_options
 from fishnet_train.errors import UserError
-from fishnet_train.validation import AUTO_AUGMENTS, CLASSIFIER_INITS, MIN_INPUT_SIZE, check_options
+from fishnet_train.validation import AUTO_AUGMENTS, CLASSIFIER_INITS, MIN_INPUT_SIZE, TRAIN_DECODES, check_options
 
 from .helpers import compose_eval, compose_export, compose_predict, compose_train
 
@@ -88,6 +88,12 @@ def test_the_smallest_input_and_the_classifier_inits_are_the_models():
     from fishnet_train.models.fishnet import MIN_INPUT_SIZE as model_minimum
 
     assert MIN_INPUT_SIZE == model_minimum and CLASSIFIER_INITS == model_inits and AUTO_AUGMENTS == data_policies
+
+
+def test_the_decode_settings_are_the_transforms():
+    from fishnet_train.data.transforms import TRAIN_DECODES as transform_decodes
+
+    assert set(TRAIN_DECODES) == set(transform_decodes) and len(TRAIN_DECODES) == len(transform_decodes)
 
 
 @pytest.mark.parametrize("overrides, message", [

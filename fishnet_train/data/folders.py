@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from typing import Iterator
 
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
 from ..errors import UserError
-from .index import SampleIndex, Split
+from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, save_arrays
 
 CACHE_VERSION = 1
 
@@ -101,31 +100,21 @@ def folder_fingerprint(root: str) -> str:
 
 
 def write_index_cache(path: str, splits: tuple[Split, Split], fingerprint: str) -> None:
-    """Atomically: a crash leaves the old cache or none, never half a file."""
+    """Atomically (``save_arrays``)."""
     arrays = {"fingerprint": np.array(fingerprint)}
     for name, split in zip(("train", "val"), splits):
         arrays[f"{name}.classes"] = np.array(split.classes)
         arrays.update({f"{name}.{k}": v for k, v in split.samples.arrays().items()})
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_arrays(path, arrays)
 
 
 def read_index_cache(path: str, fingerprint: str, root: str) -> tuple[Split, Split] | None:
     """The cached splits, or None when there is no cache, it is unreadable or the folders changed."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if str(f["fingerprint"]) != fingerprint:
-                return None
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        arrays = load_arrays(path)
+        if str(arrays.pop("fingerprint")) != fingerprint:
+            return None
+    except UNREADABLE_ARRAYS:
         return None
     return tuple(  # type: ignore[return-value]
         Split(os.path.join(root, name), [str(c) for c in arrays[f"{name}.classes"]],

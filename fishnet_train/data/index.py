@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import zipfile
 from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -16,6 +17,30 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import UserError
+
+
+# What reading a damaged or foreign .npz raises.
+UNREADABLE_ARRAYS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """``arrays`` as one .npz file, atomically: a crash leaves the old file or none, never half a
+    file, and no temporary file behind."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of a .npz file (no pickles); raises one of UNREADABLE_ARRAYS."""
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
 
 
 def open_shard_limit() -> int:

@@ -13,20 +13,28 @@ import io
 import os
 import shutil
 import tarfile
-import zipfile
 from typing import Callable
 
 import numpy as np
 
 from ..errors import UserError
 from .folders import check_same_classes, find_split
-from .index import SampleIndex, Split
+from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, save_arrays
 
 BLOCK = tarfile.BLOCKSIZE
 
 
 def index_file(root: str, name: str) -> str:
     return os.path.join(root, f"{name}-index.npz")
+
+
+def require_index(root: str, name: str) -> str:
+    """The index file of split ``name`` in the shard folder ``root``; one UserError when it is not there."""
+    path = index_file(root, name)
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: data.format=shards needs data.root made by "
+                        "tools/make_shards.py (or use data.format=folder)")
+    return path
 
 
 def member_key(name: str) -> str:
@@ -62,8 +70,8 @@ def write_split_shards(split: Split, dst: str, name: str, shard_bytes: int,
                 _close_shard(tar, os.path.join(dst, files[-1]))
             files.append(f"{name}-{len(files):06d}.tar")
             tar = tarfile.open(os.path.join(dst, files[-1] + ".tmp"), "w", format=tarfile.PAX_FORMAT)
-        key = member_key(split.samples.name(i))
-        ext = os.path.splitext(split.samples.name(i))[1].lstrip(".").lower()
+        sample_name = split.samples.name(i)
+        key, ext = member_key(sample_name), os.path.splitext(sample_name)[1].lstrip(".").lower()
         shard_of.append(len(files) - 1)
         offsets.append(_add_member(tar, f"{key}.{ext}", data))
         sizes.append(len(data))
@@ -71,13 +79,9 @@ def write_split_shards(split: Split, dst: str, name: str, shard_bytes: int,
         progress(i + 1, len(split))
     if tar is not None:
         _close_shard(tar, os.path.join(dst, files[-1]))
-    s = split.samples
-    arrays = {"names": s.names, "starts": s.starts, "targets": s.targets, "shard": np.asarray(shard_of, np.int32),
-              "offset": np.asarray(offsets, np.int64), "size": np.asarray(sizes, np.int64)}
-    tmp = index_file(dst, name) + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, classes=np.array(split.classes), shard_files=np.array(files), **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, index_file(dst, name))
+    save_arrays(index_file(dst, name), {
+        **split.samples.arrays(), "shard": np.asarray(shard_of, np.int32), "offset": np.asarray(offsets, np.int64),
+        "size": np.asarray(sizes, np.int64), "classes": np.array(split.classes), "shard_files": np.array(files)})
     return len(files)
 
 
@@ -85,7 +89,8 @@ def _remove_split(dst: str, name: str) -> None:
     if os.path.exists(index_file(dst, name)):
         os.remove(index_file(dst, name))
     for file_name in os.listdir(dst):
-        if file_name.startswith(f"{name}-") and file_name.endswith((".tar", ".tar.tmp")):
+        if file_name.startswith(f"{name}-") and file_name.endswith((".tar", ".tar.tmp")) or \
+                file_name.startswith(f"{name}-index.npz.tmp"):
             os.remove(os.path.join(dst, file_name))
 
 
@@ -105,14 +110,10 @@ def write_shards(src: str, dst: str, shard_mb: int, progress: Callable[[str, int
 
 def read_shard_split(root: str, name: str) -> Split:
     """The split ``name`` of the shard folder ``root``; one UserError when it is not one."""
-    path = index_file(root, name)
-    if not os.path.isfile(path):
-        raise UserError(f"{path} not found: data.format=shards needs data.root made by "
-                        f"tools/make_shards.py (or use data.format=folder)")
+    path = require_index(root, name)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        arrays = load_arrays(path)
+    except UNREADABLE_ARRAYS as e:
         raise UserError(f"{path} is unreadable ({type(e).__name__}: {e}); run tools/make_shards.py again") from None
     files = tuple(os.path.join(root, str(n)) for n in arrays.pop("shard_files"))
     missing = [f for f in files if not os.path.isfile(f)]
@@ -136,7 +137,7 @@ def stage_shards(root: str, stage_dir: str) -> str:
     names = sorted(os.listdir(root))
     for name in sorted(names, key=lambda n: n.endswith("-index.npz")):
         source, target = os.path.join(root, name), os.path.join(stage_dir, name)
-        if not os.path.isfile(source) or name.endswith(".tmp"):
+        if not os.path.isfile(source) or ".tmp" in name:  # a write in progress, or one killed
             continue
         src_stat = os.stat(source)
         if os.path.isfile(target) and (os.path.getsize(target), os.stat(target).st_mtime_ns) == (

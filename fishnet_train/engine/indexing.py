@@ -8,7 +8,7 @@ from ..config import DataConfig
 from ..data import (
     Split, find_split, find_splits, read_shard_split, read_shard_splits, scan_undecodable, split_classes, stage_shards,
 )
-from ..data.shards import index_file
+from ..data.shards import require_index
 from ..errors import UserError
 from .distributed import DistInfo, all_gather_objects, broadcast_object
 from .reporting import Reporter
@@ -23,9 +23,7 @@ def check_data_root(data: DataConfig, names: tuple[str, ...] = ("train", "val"))
         if not os.path.isdir(data.root):
             raise UserError(f"data.root {data.root} is not a directory; point it at the output of tools/make_shards.py")
         for name in names:
-            if not os.path.isfile(index_file(data.root, name)):
-                raise UserError(f"{index_file(data.root, name)} not found: data.format=shards needs data.root made "
-                                "by tools/make_shards.py (or use data.format=folder)")
+            require_index(data.root, name)
         return os.path.join(data.root, names[0]), []
     path, classes, _ = split_classes(data.root, names[0])
     for name in names[1:]:
