@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # pip picks the newest torch it may use; on machines with a local cap this is a local file.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo lint test test-slow fuzz bench clean
+.PHONY: install demo lint test test-slow test-slurm fuzz bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,16 @@ lint: $(STAMP)
 
 # The suite without the slow tests (multi-process runs, compiling, the wheel install): under 5 minutes.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not slurm" tests
 
 # The slow tests alone (about 9 minutes); CI runs them after make test.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q -m "slow and not slurm" tests
+
+# Jobs on a real one-node SLURM that the tests start and stop (tests/cluster/slurm.py): needs root
+# and Debian's slurm-wlm and munge (.ci/run installs them); skipped with the reason otherwise.
+test-slurm: $(STAMP)
+	$(PY) -m pytest -q -m slurm tests
 
 # The config fuzzer at 20x its CI examples (1,600 train and 1,000 eval configs, about 15 minutes).
 fuzz: $(STAMP)

@@ -117,6 +117,10 @@ class TrainerConfig:
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
     host_allocator: str = "keep_freed"  # keep_freed | system: how the C library's malloc serves CPU tensors
     best_by: str = "top1"  # top1 | ema_top1: which weights' val top-1 chooses best.pt
+    # Where stderr is not a terminal (SLURM output files, CI, a redirect): a plain progress line
+    # every this many steps or seconds, whichever comes first, instead of a bar.
+    log_every_steps: int = 100
+    log_every_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -12,3 +12,13 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+def user_message(error: UserError) -> str:
+    """The error's own line, also when a DataLoader worker raised it: the loader re-raises it in
+    the training process with the worker's whole traceback as its message, the line last."""
+    text = str(error)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text

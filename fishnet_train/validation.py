@@ -250,6 +250,8 @@ def check_trainer(t: TrainerConfig) -> None:
     check_positive("trainer.eval_every", t.eval_every)
     check_positive("trainer.max_steps_per_epoch", t.max_steps_per_epoch, optional=True, hint=" (null: no cap)")
     check_choice("trainer.host_allocator", t.host_allocator, ("keep_freed", "system"))
+    check_positive("trainer.log_every_steps", t.log_every_steps)
+    check_number("trainer.log_every_seconds", t.log_every_seconds, 0.0, low_open=True)
 
 
 def check_predict(p: PredictOptions) -> None:

@@ -20,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from ..config import Options, register_configs, to_options
 from ..engine.launch_env import env_ranks
 from ..engine.run_lock import RunDirLock, restart_wait_seconds
-from ..errors import USER_ERROR_EXIT_CODE, UserError
+from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
 from ..validation import check_options
 
 
@@ -38,6 +38,11 @@ def run_dir_name(base: str) -> str:
             name += f"-{os.environ['SLURM_ARRAY_TASK_ID']}"
     elif os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none":
         name = f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    elif int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+        # torchrun without --rdzv-id: a timestamp would differ in a restarted worker, which would
+        # then start a fresh run instead of resuming.
+        raise UserError("torchrun without --rdzv-id gives its workers no name to find their run by after a "
+                        "restart: pass --rdzv-id=<name> (or --standalone), or set hydra.run.dir=<dir>")
     else:
         name = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return os.path.join(base, name)
@@ -63,7 +68,9 @@ def check_and_lock(config_name: str) -> RunDirLock | None:
     """Register schemas and resolvers, check the command line's config, and lock the run
     directory of a single run; the lock is held until the process ends."""
     register_configs()
-    OmegaConf.register_new_resolver("fishnet_run_dir", run_dir_name, replace=True)
+    # Cached: the submitit launcher copies a resolved sweep directory's cache into its jobs,
+    # which run in processes of their own and would otherwise each name it anew.
+    OmegaConf.register_new_resolver("fishnet_run_dir", run_dir_name, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("fishnet_hydra_subdir", hydra_subdir, replace=True)
     with one_line_errors():
         run_dir = check_overrides(config_name, sys.argv[1:])
@@ -153,6 +160,11 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, MissingConfigException) and error.options:
         group = os.path.dirname(error.missing_cfg_file or "")
         return f"no {error.missing_cfg_file!r} config; choose {group}= one of {', '.join(error.options)}"
+    raised = error.__cause__ or error.__context__
+    while raised is not None:  # our own check inside a resolver (the run directory's)
+        if isinstance(raised, UserError):
+            return user_message(raised)
+        raised = raised.__cause__ or raised.__context__
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__ or cause.__context__
@@ -167,16 +179,6 @@ def one_line(error: BaseException) -> str:
         detail = f"{key}: {detail}"
     line = detail if cause is error else f"{head}: {detail}"
     return f"{line} (see --help for the keys and groups)"
-
-
-def user_message(error: UserError) -> str:
-    """The error's own line, also when a DataLoader worker raised it: the loader re-raises it in
-    the training process with the worker's whole traceback as its message, the line last."""
-    text = str(error)
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        last = text.rstrip().splitlines()[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return text
 
 
 def overridden_keys() -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from typing import Any, Callable, Iterator
 
@@ -14,9 +15,10 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from ..config import EvalConfig, Options, TrainConfig
 from ..engine.distributed import launch_local, local_process_count
 from ..engine.launch_env import env_ranks
+from ..engine.peers import PeerFailed
 from ..engine.run_lock import RunDirLock, restart_wait_seconds
 from ..engine.runtime import setup_logging
-from ..engine.signals import PREEMPTED_EXIT_CODE, Preempted
+from ..engine.signals import PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted
 from ..errors import USER_ERROR_EXIT_CODE, UserError
 from ..validation import check_options
 from .common import one_line, typed_options
@@ -25,22 +27,32 @@ INTERRUPTED_EXIT_CODE = 130
 Job = Callable[..., Any]  # job(options, run_dir, *args)
 
 
+def say(line: str) -> None:
+    """One line on stderr in one write, so that the lines of processes sharing it never interleave."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 @contextlib.contextmanager
 def exit_codes() -> Iterator[None]:
-    """User errors: one line on stderr and exit 2; preemption: exit 75; Ctrl-C: exit 130."""
+    """User errors: one line on stderr and exit 2; preemption: exit 75; Ctrl-C: exit 130; another
+    rank's failure: that rank's exit code."""
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         yield
     except UserError as e:
         if full:
             raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        say(f"error: {one_line(e)}")
         sys.exit(USER_ERROR_EXIT_CODE)
     except Preempted as e:
-        print(f"preempted: {e}; resume with trainer.resume=auto", file=sys.stderr)
+        say(f"preempted: {e}; resume with trainer.resume=auto")
         sys.exit(PREEMPTED_EXIT_CODE)
+    except PeerFailed as e:  # its own line is the failing rank's
+        say(f"stopping: {e}")
+        sys.exit(e.code)
     except KeyboardInterrupt:
-        print("interrupted: checkpoints already written are intact", file=sys.stderr)
+        say("interrupted: checkpoints already written are intact")
         sys.exit(INTERRUPTED_EXIT_CODE)
 
 
@@ -87,11 +99,24 @@ def run_job(cfg: DictConfig, log_name: str, job: Job, *job_args: Any,
 def launch_workers(nprocs: int, log_name: str, job: Job, options: Options, run_dir: str, *job_args: Any) -> None:
     try:
         launch_local(nprocs, local_worker, log_name, job, options, run_dir, *job_args)
-    except SignalException:  # SIGTERM here reached the workers too; they saved and stopped
-        print("preempted: the workers saved last.pt; resume with trainer.resume=auto", file=sys.stderr)
-        sys.exit(PREEMPTED_EXIT_CODE)
+    except SignalException as e:  # the launcher passed the signal on to the workers and waited for them
+        sys.exit(launcher_signalled(e.sigval))
     except Exception as e:  # the workers already printed their own errors
         sys.exit(launch_failed(e))
+
+
+def launcher_signalled(signum: int) -> int:
+    """The launcher's exit code and line after a signal: Ctrl-C is an interrupt (130), the stop
+    signals a preemption (75: the workers finished their step and saved last.pt)."""
+    if signum == signal.SIGINT:
+        say("interrupted: checkpoints already written are intact")
+        return INTERRUPTED_EXIT_CODE
+    if signum not in STOP_SIGNALS:  # SIGHUP, SIGQUIT: the workers died of it too
+        say(f"stopped by {signal.Signals(signum).name}; resume from the last checkpoint with trainer.resume=auto")
+        return 128 + signum
+    say(f"preempted by {signal.Signals(signum).name}: the workers saved last.pt at their step; resume with "
+        "trainer.resume=auto")
+    return PREEMPTED_EXIT_CODE
 
 
 def local_worker(log_name: str, job: Job, options: Options, run_dir: str, *job_args: Any) -> None:

@@ -37,8 +37,21 @@ def check_inputs(options: TrainConfig) -> None:
 
 
 def effective_amp(amp: str, device: torch.device) -> str:
-    """The autocast mode that runs on ``device``: fp16 needs a GPU's gradient scaler."""
+    """The autocast mode that runs on ``device``: fp16 needs a GPU's gradient scaler; bf16 on a GPU
+    needs one that computes in bf16 (compute capability 8.0 or more), not one that emulates it."""
+    if amp == "bf16" and device.type == "cuda" and not native_bf16(device):
+        name = torch.cuda.get_device_name(device)
+        major, minor = torch.cuda.get_device_capability(device)
+        raise UserError(f"trainer.amp=bf16 but {name} (compute capability {major}.{minor}) has no native bf16; "
+                        "use trainer.amp=fp16 or none")
     return "none" if amp == "fp16" and device.type != "cuda" else amp
+
+
+def native_bf16(device: torch.device) -> bool:
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.5 never counted emulation
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def split_batch(global_batch: int, world_size: int, accum_steps: int) -> int:

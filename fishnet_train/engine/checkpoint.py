@@ -35,6 +35,15 @@ class Progress:
     step: int = 0
     best_top1: float = -1.0
     best_epoch: int = -1
+    # The epoch so far, so that a resumed epoch reports figures over all its steps: the sum of
+    # the steps' mean losses over all processes, and the seconds spent training and waiting for data.
+    epoch_loss_sum: float = 0.0
+    epoch_seconds: float = 0.0
+    epoch_data_wait: float = 0.0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.epoch_step = epoch, 0
+        self.epoch_loss_sum = self.epoch_seconds = self.epoch_data_wait = 0.0
 
 
 def save_atomic(obj: dict[str, Any], path: str) -> None:
@@ -96,18 +105,20 @@ def _interrupts_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's generators: the CPU's, Python's and, on a GPU run, its GPU's (a CPU run
+    on a machine with GPUs leaves CUDA alone: touching it would start a context on GPU 0)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _as_tuple(value: Any) -> Any:
@@ -161,6 +172,7 @@ def restore_training_state(
     rank: int,
     world_size: int,
     ema: WeightAverage | None = None,
+    device: torch.device = torch.device("cpu"),
 ) -> Progress:
     """Load model, optimiser, scaler, the EMA weights where both have them and (same world size only)
     this rank's RNG state."""
@@ -182,7 +194,7 @@ def restore_training_state(
     if ema is not None and state.get("model_ema") is not None:
         ema.load_state(state)
     if state.get("world_size") == world_size and rank < len(state["rng"]):
-        set_rng_state(state["rng"][rank])
+        set_rng_state(state["rng"][rank], device)
     return Progress(**state["progress"])
 
 

@@ -17,6 +17,7 @@ from ..models import FishNet
 from ..models.weights import check_checkpoint_exists
 from ..validation import check_options
 from .build import check_model_name, effective_amp
+from .guards import eval_memory_message, out_of_memory_hint
 from .distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from .evaluate import EvalResult, evaluate
 from .indexing import check_data_root, val_split
@@ -81,8 +82,10 @@ def evaluate_split(options: EvalConfig, model: FishNet, data: DataConfig, split:
         inference_model: nn.Module = fuse_for_inference(model)
         if t.compile:
             inference_model = cast(nn.Module, torch.compile(inference_model))
-        return evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess, model.num_classes,
-                        info.device, effective_amp(t.amp, info.device), keep_predictions=bool(options.eval.predictions))
+        with out_of_memory_hint(eval_memory_message(loader.batch_size or 1)):
+            return evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess,
+                            model.num_classes, info.device, effective_amp(t.amp, info.device),
+                            keep_predictions=bool(options.eval.predictions))
 
 
 def write_outputs(options: EvalConfig, run_dir: str, arch: str, classes: list[str], paths: list[str],

@@ -13,10 +13,12 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import LossConfig
 from ..data import BatchPreprocess, DevicePrefetcher
 from ..data.augment import BatchAugment, batch_seed
-from ..errors import UserError
 from ..models import FishNet
 from .checkpoint import Progress
-from .distributed import all_reduce_max, all_reduce_mean
+from .distributed import all_reduce_mean
+from .guards import (
+    ScaleWatch, TrainingStopped, agree, out_of_memory_hint, step_memory_message,
+)
 from .ema import WeightAverage
 from .evaluate import autocast
 from .losses import classification_loss
@@ -25,10 +27,6 @@ from .reporting import Reporter
 from .signals import Preempted, StopRequest
 
 StepHook = Callable[[Progress], None]
-
-
-class TrainingStopped(UserError):
-    """The run cannot go on (a non-finite loss, say); the last good checkpoint is kept."""
 
 
 @dataclass(frozen=True)
@@ -91,65 +89,121 @@ def train_one_epoch(
     reporter = reporter or Reporter(None, active=False)
     p, device = progress, parts.device
     parts.step_model.train()
-    loss_sum = torch.zeros((), device=device)
-    first, waited, lr, skipped = p.epoch_step, 0.0, parts.schedule(p.step), []
+    epoch = EpochAccount(p, device)
+    lr, skipped, scales = parts.schedule(p.step), [], ScaleWatch(loop.nan_policy)
     stream = DevicePrefetcher(batches, device)
-    bar = reporter.bar(range(first, loop.steps_per_epoch), loop.steps_per_epoch - first,
+    bar = reporter.bar(range(p.epoch_step, loop.steps_per_epoch), loop.steps_per_epoch - p.epoch_step,
                        f"epoch {p.epoch + 1}/{loop.epochs}")
-    started = time.perf_counter()
     for _ in bar:
         lr = parts.schedule(p.step)
         set_lr(parts.optimizer, lr)
         before = time.perf_counter()
         micro_batches = [next(stream) for _ in range(loop.accum_steps)]
-        waited += time.perf_counter() - before
+        epoch.waited += time.perf_counter() - before
         skipped += [name for *_, names in micro_batches for name in names]
-        loss = optimizer_step(parts, micro_batches, loop, p)
-        if loss is None:
-            reporter.warning(f"non-finite loss at step {p.step + 1} (epoch {p.epoch + 1}): step skipped "
-                             "(trainer.nan_policy=skip)")
-            loss = torch.zeros((), device=device)
-        loss_sum += loss
+        with out_of_memory_hint(step_memory_message(len(micro_batches[0][1]), loop.accum_steps)):
+            outcome = optimizer_step(parts, micro_batches, loop, p, stop)
+        warn_of_skips(reporter, outcome, scales, p)
+        epoch.add(outcome.loss)
         p.step += 1
         p.epoch_step += 1
         if parts.ema is not None:
             parts.ema.after_step(parts.model, p.step)
         if after_step is not None:
             after_step(p)
-        if p.step % 10 == 0:
-            rate = (p.epoch_step - first) * loop.global_batch / (time.perf_counter() - started)
-            show_progress(bar, reporter, p.step, loss, lr, rate)
-        save_if_due(p, loop, stop, save, device)
-    elapsed = time.perf_counter() - started
-    done = max(1, p.epoch_step - first)
-    mean_loss = all_reduce_mean(loss_sum / done).item()
-    return EpochStats(mean_loss, lr, done * loop.global_batch / elapsed, waited / elapsed, p.epoch_step - first,
-                      skipped)
+        if p.step % 10 == 0 or bar_wants_line(bar):
+            show_progress(bar, reporter, p.step, outcome.loss, lr, epoch.rate(loop.global_batch), epoch.wait_share())
+        save_if_due(p, loop, outcome.stop, epoch.carry, save)
+    epoch.carry()
+    return epoch.stats(lr, loop.global_batch, skipped)
 
 
-def show_progress(bar: Iterable, reporter: Reporter, step: int, loss: torch.Tensor, lr: float, rate: float) -> None:
+def warn_of_skips(reporter: Reporter, outcome: StepOutcome, scales: ScaleWatch, p: Progress) -> None:
+    """Steps dropped for a non-finite loss, a diverged fp16 run (``trainer.nan_policy=skip``; ``stop`` raises)."""
+    if outcome.loss is None:
+        reporter.warning(f"non-finite loss at step {p.step + 1} (epoch {p.epoch + 1}): step skipped "
+                         "(trainer.nan_policy=skip)")
+    if scales.diverged(outcome.scale, p):
+        reporter.warning(f"fp16: the gradient scaler skipped {scales.limit} steps in a row by step "
+                         f"{p.step + 1}: the run has diverged (trainer.nan_policy=skip goes on)")
+
+
+class EpochAccount:
+    """The epoch's loss sum, time and data wait since this process started it (or resumed it), and
+    ``carry`` to fold them into ``progress`` (which a checkpoint saves, so a resumed epoch's
+    figures cover all of its steps)."""
+
+    def __init__(self, progress: Progress, device: torch.device) -> None:
+        self.p, self.first = progress, progress.epoch_step
+        self.loss_sum = torch.zeros((), device=device)
+        self.started, self.waited = time.perf_counter(), 0.0
+        self.steps = 0
+        self._carried = (progress.epoch_loss_sum, progress.epoch_seconds, progress.epoch_data_wait)
+
+    def add(self, loss: torch.Tensor | None) -> None:
+        if loss is not None:
+            self.loss_sum += loss
+        self.steps += 1
+
+    def rate(self, global_batch: int) -> float:
+        seconds = self._carried[1] + time.perf_counter() - self.started
+        return self.p.epoch_step * global_batch / max(seconds, 1e-9)
+
+    def wait_share(self) -> float:
+        seconds = self._carried[1] + time.perf_counter() - self.started
+        return (self._carried[2] + self.waited) / max(seconds, 1e-9)
+
+    def stats(self, lr: float, global_batch: int, skipped: list[str]) -> EpochStats:
+        """The whole epoch's figures, once ``carry`` has run after its last step."""
+        p, seconds = self.p, max(self.p.epoch_seconds, 1e-9)
+        return EpochStats(p.epoch_loss_sum / max(1, p.epoch_step), lr, p.epoch_step * global_batch / seconds,
+                          p.epoch_data_wait / seconds, self.steps, skipped)
+
+    def carry(self) -> None:
+        """Every process calls it at the same step (it averages the loss over them)."""
+        loss, seconds, wait = self._carried
+        self.p.epoch_loss_sum = loss + all_reduce_mean(self.loss_sum.clone()).item()
+        self.p.epoch_seconds = seconds + time.perf_counter() - self.started
+        self.p.epoch_data_wait = wait + self.waited
+
+
+def bar_wants_line(bar: Iterable) -> bool:
+    return bool(getattr(bar, "line_due", False))
+
+
+def show_progress(bar: Iterable, reporter: Reporter, step: int, loss: torch.Tensor | None, lr: float, rate: float,
+                  data_wait: float) -> None:
     """The bar's postfix and TensorBoard's step curves, on rank 0 (reading the loss syncs the device)."""
     if hasattr(bar, "set_postfix"):
-        value = loss.item()
-        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}")
+        value = loss.item() if loss is not None else float("nan")
+        bar.set_postfix(step=step, loss=f"{value:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}",
+                        data_wait=f"{100 * data_wait:.0f}%")
         reporter.scalars({"train/loss": value, "train/lr": lr}, step)
 
 
-def save_if_due(p: Progress, loop: LoopOptions, stop: StopRequest | None, save: Callable[[], None],
-                device: torch.device) -> None:
-    """last.pt after a stop signal (then ``Preempted``) or every ``checkpoint_every_steps``
-    within the epoch (its end is the trainer's own save)."""
-    if stop is not None and stop.should_stop(device):
-        save()
-        raise Preempted(f"stopped by signal at epoch {p.epoch + 1}, step {p.epoch_step}; last.pt saved")
+def save_if_due(p: Progress, loop: LoopOptions, stopping: bool, carry: Callable[[], None],
+                save: Callable[[], None]) -> None:
+    """last.pt, with the epoch's figures so far (``carry``), after a stop signal (then ``Preempted``)
+    or every ``checkpoint_every_steps`` within the epoch (its end is the trainer's own save)."""
     every = loop.checkpoint_every_steps
-    if every and p.step % every == 0 and p.epoch_step < loop.steps_per_epoch:
+    if stopping or (every and p.step % every == 0 and p.epoch_step < loop.steps_per_epoch):
+        carry()
         save()
+    if stopping:
+        raise Preempted(f"stopped by signal at epoch {p.epoch + 1}, step {p.epoch_step}; last.pt saved")
 
 
-def optimizer_step(parts: StepParts, micro_batches: list, loop: LoopOptions, progress: Progress) -> torch.Tensor | None:
-    """One optimiser step over the micro-batches (on the device); returns the step's mean loss,
-    or None where a non-finite loss dropped the step (``trainer.nan_policy=skip``)."""
+@dataclass(frozen=True)
+class StepOutcome:
+    loss: torch.Tensor | None  # the step's mean loss on the device; None where a non-finite loss dropped it
+    stop: bool  # some process got a stop signal: save and stop after this step
+    scale: float  # the fp16 loss scale the step ran with (0 without fp16)
+
+
+def optimizer_step(parts: StepParts, micro_batches: list, loop: LoopOptions, progress: Progress,
+                   stop: StopRequest | None = None) -> StepOutcome:
+    """One optimiser step over the micro-batches (on the device), with one host sync: whether
+    any process has a non-finite loss (``trainer.nan_policy``) or a stop signal."""
     model, accum = parts.step_model, len(micro_batches)
     ddp = _ddp(model)
     total = torch.zeros((), device=parts.device)
@@ -162,38 +216,28 @@ def optimizer_step(parts: StepParts, micro_batches: list, loop: LoopOptions, pro
         last = i == accum - 1
         sync = ddp.no_sync() if isinstance(ddp, DistributedDataParallel) and not last else contextlib.nullcontext()
         with sync:
-            try:
-                with autocast(parts.device, loop.amp):
-                    loss = classification_loss(model(x), y, loop.loss) / accum
-                parts.scaler.scale(loss).backward()
-            except torch.OutOfMemoryError:
-                raise UserError(
-                    f"out of GPU memory at {len(y)} images per device; keep data.batch_size and raise "
-                    f"trainer.accum_steps (now {accum}) to split each step into smaller micro-batches"
-                ) from None
+            with autocast(parts.device, loop.amp):
+                loss = classification_loss(model(x), y, loop.loss) / accum
+            parts.scaler.scale(loss).backward()
         total += loss.detach()
     if loop.clip_grad_norm:
         parts.scaler.unscale_(parts.optimizer)
         nn.utils.clip_grad_norm_(parts.model.parameters(), loop.clip_grad_norm)
+    nonfinite, stopping, scale = agree(total, stop, parts.scaler)
     # With fp16 the scaler finds non-finite gradients itself and skips the step.
-    if not parts.scaler.is_enabled() and not finite_everywhere(total):
+    if not parts.scaler.is_enabled() and nonfinite:
         if loop.nan_policy == "stop":
             raise TrainingStopped(
                 f"loss became {total.item()} at step {progress.step + 1} (epoch {progress.epoch + 1}); the last "
                 "good checkpoint is kept; lower optim.lr, add schedule.warmup_epochs, or set trainer.nan_policy=skip"
             )
         parts.optimizer.zero_grad(set_to_none=True)
-        return None
+        return StepOutcome(None, stopping, scale)
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.optimizer.zero_grad(set_to_none=True)
-    return total
+    return StepOutcome(total, stopping, scale)
 
 
 def _ddp(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)  # under torch.compile
-
-
-def finite_everywhere(loss: torch.Tensor) -> bool:
-    bad = torch.isfinite(loss).logical_not().float().reshape(1)
-    return not bool(all_reduce_max(bad).item())

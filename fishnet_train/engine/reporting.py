@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any, Iterable, Iterator
 
 from tqdm import tqdm
@@ -18,9 +19,14 @@ class Reporter:
     On other ranks every method is a no-op, so callers never test the rank themselves.
     """
 
-    def __init__(self, run_dir: str | None, active: bool, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | None, active: bool, tensorboard: bool = True,
+                 line_every: tuple[int, float] = (100, 60.0), terminal: bool | None = None) -> None:
         self.active = active and run_dir is not None
         self.run_dir = run_dir or ""
+        # Bars where a person watches a terminal; in files (SLURM's output, CI, a redirect) a
+        # carriage-return bar is one endless line, so there: a plain line every N steps or seconds.
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.line_every = line_every
         self.writer = None
         if self.active and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -35,9 +41,11 @@ class Reporter:
         if self.active:
             log.warning(message)
 
-    def bar(self, iterable: Iterable, total: int, desc: str) -> Iterator:
+    def bar(self, iterable: Iterable, total: int, desc: str) -> Iterable:
         if not self.active:
             return iter(iterable)
+        if not self.terminal:
+            return ProgressLines(iterable, total, desc, *self.line_every)
         return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False, file=sys.stderr)
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
@@ -55,6 +63,18 @@ class Reporter:
         numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")}
         self.scalars(numbers, record["epoch"], prefix="epoch/")
 
+    def keep_epochs(self, last_epoch: int) -> None:
+        """Drop the ``metrics.jsonl`` lines of epochs after ``last_epoch`` (a resumed run redoes
+        them), so that every epoch has its line exactly once."""
+        path = os.path.join(self.run_dir, "metrics.jsonl")
+        if not self.active or not os.path.isfile(path):
+            return
+        with open(path) as f:
+            lines = [line for line in f if _epoch_of(line) <= last_epoch]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(lines)
+        os.replace(path + ".tmp", path)
+
     def write_text(self, name: str, text: str) -> None:
         if self.active:
             with open(os.path.join(self.run_dir, name), "w") as f:
@@ -65,6 +85,44 @@ class Reporter:
             self.writer.flush()
             self.writer.close()
             self.writer = None
+
+
+def _epoch_of(line: str) -> float:
+    """A metrics line's epoch; a torn line (a process killed mid-write) counts as after every epoch."""
+    try:
+        return float(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+class ProgressLines:
+    """A progress bar's stand-in for logs that are files: a plain line with the latest postfix
+    every ``every_steps`` items or ``every_seconds`` seconds, and at the last item."""
+
+    def __init__(self, iterable: Iterable, total: int, desc: str, every_steps: int, every_seconds: float) -> None:
+        self.iterable, self.total, self.desc = iterable, total, desc
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.postfix: dict[str, Any] = {}
+        self.done, self.last_line = 0, time.monotonic()
+        self.line_due = False  # whether the item just yielded ends with a line
+
+    def _due(self) -> bool:
+        return (self.done % self.every_steps == 0 or self.done == self.total
+                or time.monotonic() - self.last_line >= self.every_seconds)
+
+    def __iter__(self) -> Iterator:
+        for item in self.iterable:
+            self.done += 1
+            # Decided once per item, before the caller sees it, so it can refresh the postfix first.
+            self.line_due = self._due()
+            yield item
+            if self.line_due:
+                self.last_line = time.monotonic()
+                fields = "".join(f"  {k} {v}" for k, v in self.postfix.items())
+                log.info(f"{self.desc}  {self.done}/{self.total}{fields}")
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
 
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:

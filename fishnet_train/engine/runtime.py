@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import TrainerConfig
+from .launch_env import cpu_threads
 
 log = logging.getLogger("fishnet_train")
 
@@ -38,13 +39,13 @@ class RuntimeSettings:
     device: torch.device
     host_allocator: str  # keep_freed | system
     deterministic: bool = False
-    local_processes: int = 1  # processes of this job sharing this machine's CPU cores
+    cpu_threads: int | None = None  # intra-op threads (None: torch's choice), see launch_env.cpu_threads
 
 
 def settings_for(trainer: TrainerConfig, rank: int, device: torch.device) -> RuntimeSettings:
     """A training or evaluation process's settings, from its ``trainer.*`` options."""
     return RuntimeSettings(trainer.seed, rank, device, trainer.host_allocator, trainer.deterministic,
-                           local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+                           cpu_threads=cpu_threads())
 
 
 def configure_process(settings: RuntimeSettings) -> str:
@@ -58,10 +59,10 @@ def configure_process(settings: RuntimeSettings) -> str:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(s.deterministic, warn_only=True)
     parts = [f"seed {s.seed}+rank", f"deterministic {str(s.deterministic).lower()}"]
+    if s.cpu_threads is not None:
+        # Processes sharing the CPU must share its cores too, or their threads fight.
+        torch.set_num_threads(s.cpu_threads)
     if s.device.type == "cpu":
-        if s.local_processes > 1:
-            # Processes sharing the CPU must share its cores too, or their threads fight.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // s.local_processes))
         kept = s.host_allocator == "keep_freed" and keep_freed_memory()
         parts += [f"{torch.get_num_threads()} CPU threads", f"host allocator {'keep_freed' if kept else 'system'}"]
     if s.device.type == "cuda":

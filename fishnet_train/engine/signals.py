@@ -1,4 +1,5 @@
-"""Preemption: SIGTERM/SIGUSR1 ask the run to stop after the current step and save."""
+"""Preemption: SIGTERM, SIGUSR1 (SLURM's usual warning) or SIGUSR2 (submitit's) ask the run to stop
+after the current step and save."""
 from __future__ import annotations
 
 import signal
@@ -6,12 +7,9 @@ import threading
 from types import FrameType
 from typing import Any
 
-import torch
-
-from .distributed import all_reduce_max
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"; requeue on it
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(Exception):
@@ -19,7 +17,7 @@ class Preempted(Exception):
 
 
 class StopRequest:
-    """Records a stop signal; every rank asks ``should_stop`` after each step and all agree."""
+    """Records a stop signal; every rank reads ``signum`` at each step and all agree (``guards.agree``)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -27,7 +25,7 @@ class StopRequest:
 
     def install(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
+            for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -38,10 +36,6 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
-
-    def should_stop(self, device: torch.device) -> bool:
-        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=device)
-        return bool(all_reduce_max(flag).item())
 
     def previous_handler(self) -> object:
         """The handler ours replaced for the received signal (submitit requeues through it)."""

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import ModelConfig, TrainConfig, to_plain
 from ..data.augment import BatchAugment
 from ..data.transforms import progressive_crop
-from ..errors import UserError
+from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
 from ..inference import fuse_for_inference
 from ..models import FishNet
 from ..validation import check_options
@@ -26,12 +26,16 @@ from .checkpoint import (
     Progress, copy_atomic, load_training_state, restore_training_state, resume_path, rng_state, save_atomic,
     training_state,
 )
-from .distributed import DistInfo, all_gather_objects, broadcast_buffers, broadcast_object, init_distributed, shutdown
+from .distributed import (
+    DistInfo, all_gather_objects, barrier, broadcast_buffers, broadcast_object, init_distributed, shutdown,
+)
 from .ema import WeightAverage
 from .evaluate import EvalResult, evaluate
+from .guards import eval_memory_message, out_of_memory_hint
 from .indexing import index_data
 from .loop import EpochStats, LoopOptions, StepHook, StepParts, train_one_epoch
 from .optim import build_optimizer
+from .peers import PeerLost, PeerWatch, failed_peer, lost_peer, publish_failure
 from .reporting import Reporter, epoch_line
 from .runtime import configure_process, settings_for
 from .signals import Preempted, StopRequest
@@ -59,27 +63,63 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
     failures through it).
     """
     info = init_distributed(options.trainer.device)
+    watch = PeerWatch(info.store, info.rank, info.world_size) if info.distributed and info.store is not None else None
+    stop = StopRequest().install()
+    reporter: Reporter | None = None
+    together = False  # whether every rank ends here at once (then they wait for each other)
     try:
         check_options(options, info.world_size)
         check_inputs(options)  # before anything is written or indexed
-    except UserError:
-        shutdown()
-        raise
-    run_dir = broadcast_object(run_dir)  # every rank uses rank 0's directory
-    reporter = Reporter(run_dir, info.is_main)
-    stop = StopRequest().install()
-    try:
-        return fit(prepare(options, run_dir, info, reporter), stop, after_step)
+        run_dir = broadcast_object(run_dir)  # every rank uses rank 0's directory
+        t = options.trainer
+        reporter = Reporter(run_dir, info.is_main, line_every=(t.log_every_steps, t.log_every_seconds))
+        record = fit(prepare(options, run_dir, info, reporter), stop, after_step)
+        together = True
+        return record
     except Preempted:
+        together = True
+        end_together(watch)
         handler = stop.previous_handler()
         stop.uninstall()
         if callable(handler):  # e.g. submitit's, which requeues the job
             handler(stop.signum, None)
         raise
+    except Exception as e:
+        if watch is not None:
+            watch.stop()  # this rank reports for itself
+            fail_together(info, e)
+        raise
     finally:
         stop.uninstall()
-        reporter.close()
+        if reporter is not None:
+            reporter.close()
+        if together:
+            end_together(watch)
+        elif watch is not None and watch.running:  # Ctrl-C, SystemExit: every rank leaves on its own
+            watch.stop()
         shutdown()
+
+
+def end_together(watch: PeerWatch | None) -> None:
+    """Wait for every rank: none leaves before rank 0 has written last.pt. The watcher goes on
+    through the wait, so that a rank 0 that fails to write still ends the others."""
+    if watch is not None and watch.running:
+        watch.leave()
+        barrier()
+        watch.stop()
+
+
+def fail_together(info: DistInfo, error: Exception) -> None:
+    """Another rank failed first (a collective broke because it left): raise its failure; else
+    publish this rank's, so that the others stop within seconds."""
+    first = failed_peer(info.store, info.rank, info.world_size)
+    if first is not None:
+        raise first from None
+    if lost_peer(error):
+        raise PeerLost() from None
+    code = USER_ERROR_EXIT_CODE if isinstance(error, UserError) else 1
+    message = user_message(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    publish_failure(info.store, info.rank, info.world_size, code, message.splitlines()[0] if message else "")
 
 
 def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter) -> Run:
@@ -137,13 +177,18 @@ def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, repo
 def resume(resume_option: str | None, ckpt_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer,
            scaler: torch.amp.GradScaler, ema: WeightAverage | None, info: DistInfo, reporter: Reporter) -> Progress:
     """Load the state ``trainer.resume`` names into the parts; where the run stands."""
-    path = resume_path(resume_option, ckpt_dir)
+    # Rank 0 decides, so that ranks which see other files never split into fresh and resumed ones.
+    path = broadcast_object(resume_path(resume_option, ckpt_dir) if info.is_main else None)
     if not path:
         return Progress()
+    if not os.path.isfile(path):
+        raise UserError(f"rank {info.rank} cannot see {path}, which rank 0 resumes from: put the run directory on "
+                        "a filesystem every node shares (hydra.run.dir=...)")
     state = load_training_state(path)
-    progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema)
+    progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema, info.device)
     if ema is not None and state.get("model_ema") is None:
         reporter.warning(f"{path} has no EMA weights (model.ema_decay was off): the average starts now")
+    reporter.keep_epochs(progress.epoch)  # lines of epochs after the checkpoint are written again
     reporter.info(f"resumed from {path} at epoch {progress.epoch + 1}, step {progress.epoch_step} of it")
     return progress
 
@@ -167,17 +212,18 @@ def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None =
         due = (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs
         val = validate(run, run.parts.model) if due else None
         ema_val = validate(run, run.parts.ema.model, "val (EMA)") if due and run.parts.ema is not None else None
-        p.epoch, p.epoch_step = epoch + 1, 0
+        p.start_epoch(epoch + 1)
         chosen = ema_val if t.best_by == "ema_top1" else val
         is_best = chosen is not None and chosen.top1 > p.best_top1
         if chosen is not None and is_best:
             p.best_top1, p.best_epoch = chosen.top1, epoch + 1
-        save_checkpoint(run, best=is_best)
         record = epoch_record(p, stats, val, time.perf_counter() - started, report_skipped(run, stats, val))
         if run.parts.ema is not None:
             record.update(ema_record(ema_val))
         run.reporter.info(epoch_line(record, t.epochs))
+        # The line before the checkpoint: a run stopped between the two redoes the epoch and drops it.
         run.reporter.epoch_metrics(record)
+        save_checkpoint(run, best=is_best)
     return record
 
 
@@ -187,8 +233,9 @@ def validate(run: Run, model: FishNet, desc: str = "val") -> EvalResult:
     its own): every rank takes rank 0's, the ones saved, so the figures are those of the checkpoint."""
     broadcast_buffers(model)
     bar = run.reporter.bar(run.data.val_loader, len(run.data.val_loader), desc)
-    return evaluate(fuse_for_inference(model), bar, run.data.preprocess, model.num_classes, run.info.device,
-                    run.loop.amp)
+    with out_of_memory_hint(eval_memory_message(run.data.val_loader.batch_size or 1)):
+        return evaluate(fuse_for_inference(model), bar, run.data.preprocess, model.num_classes, run.info.device,
+                        run.loop.amp)
 
 
 def epoch_record(p: Progress, stats: EpochStats, val: EvalResult | None, seconds: float, skipped: int) -> dict:
@@ -209,7 +256,7 @@ def ema_record(val: EvalResult | None) -> dict:
 
 def save_checkpoint(run: Run, best: bool) -> None:
     """last.pt (and best.pt) on rank 0; every rank contributes its RNG state."""
-    rngs = all_gather_objects(rng_state())
+    rngs = all_gather_objects(rng_state(run.info.device))
     if not run.info.is_main:
         return
     model = run.parts.model

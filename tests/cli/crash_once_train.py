@@ -1,4 +1,4 @@
-"""``fishnet-train`` whose last rank dies once at a chosen step, for torchrun's restart test.
+"""``fishnet-train`` whose rank 1 (or only rank) is SIGKILLed once at a chosen step, for torchrun's restart tests.
 
     python crash_once_train.py MARKER STEP [overrides...]
 
@@ -6,6 +6,7 @@ The failure comes in through the trainer's ``after_step`` seam; MARKER records t
 """
 import functools
 import os
+import signal
 import sys
 
 import hydra
@@ -19,7 +20,7 @@ def crash_once(marker: str, crash_step: int, progress) -> None:
     victim = min(1, int(os.environ.get("WORLD_SIZE", "1")) - 1)
     if progress.step == crash_step and int(os.environ.get("RANK", "0")) == victim and not os.path.exists(marker):
         open(marker, "w").close()
-        os._exit(13)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":

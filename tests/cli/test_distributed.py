@@ -2,8 +2,10 @@
 import json
 import os
 import random
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,3 +192,78 @@ def test_resume_on_another_number_of_processes_continues_at_the_same_sample(imag
     position = saved["progress"]
     assert f"at epoch {position['epoch'] + 1}, step {position['epoch_step']} of it" in result.stdout
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"] == 6
+
+
+def two_nodes(script_args: list[str], cwd: Path, rdzv_id: str | None, timeout: int = 300) -> list:
+    """Two torchrun agents on this machine, one worker each, meeting by c10d rendezvous on 127.0.0.1,
+    in one working directory (as two nodes sharing a filesystem)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "1",
+           *(["--rdzv-id", rdzv_id] if rdzv_id else []), *script_args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    agents = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    results = []
+    for agent in agents:
+        out, err = agent.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(cmd, agent.returncode, out, err))
+    return results
+
+
+def test_two_torchrun_nodes_restart_a_killed_worker_and_end_as_an_uninterrupted_run(image_folder, tmp_path):
+    script = str(Path(__file__).with_name("crash_once_train.py"))
+    overrides = [*TINY_TRAIN, f"data.root={image_folder}", *STEPS, "trainer.checkpoint_every_steps=1"]
+    never = str(tmp_path / "never")
+    Path(never).touch()  # the marker exists: nothing is killed
+    for name, marker in (("reference", never), ("killed", str(tmp_path / "killed-once"))):
+        (tmp_path / name).mkdir()
+        for result in two_nodes([script, marker, "2", *overrides], tmp_path / name, rdzv_id="fishnet-two-nodes"):
+            assert_ok(result)
+    reference, killed = (tmp_path / n / "outputs" / "train" / "torchrun-fishnet-two-nodes"
+                         for n in ("reference", "killed"))
+    assert Path(tmp_path / "killed-once").exists()
+    log = (killed / "train.log").read_text()
+    # Killed after step 2, before its checkpoint: both nodes resume from step 1's.
+    assert log.count("resumed from") == 1 and "at epoch 1, step 1 of it" in log, log
+    assert [r["epoch"] for r in metrics(killed)] == [1, 2]
+    assert_same_tensors(weights(reference), weights(killed))
+
+
+def test_two_torchrun_nodes_without_a_rendezvous_id_refuse_to_start_in_one_line(image_folder, tmp_path):
+    results = two_nodes([str(BIN / "fishnet-train"), *TINY_TRAIN, f"data.root={image_folder}", *STEPS], tmp_path,
+                        rdzv_id=None)
+    assert all(r.returncode != 0 for r in results)
+    lines = [line for r in results for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert lines and all("--rdzv-id" in line and "hydra.run.dir" in line for line in lines), lines
+    assert not (tmp_path / "outputs").exists()  # no run started, fresh or otherwise
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2], ids=["usr1", "usr2"])
+def test_the_launcher_passes_slurm_and_submitit_warnings_on_and_exits_75(image_folder, tmp_path, sig):
+    run_dir = tmp_path / "run"
+    proc = start_training(image_folder, run_dir, *STEPS[1:], "trainer.epochs=2", "trainer.devices=2",
+                          "trainer.checkpoint_every_steps=1")
+    wait_for_step(run_dir, 2, proc)
+    proc.send_signal(sig)  # to the launcher alone, which would die of it by default
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 75, stderr[-2000:]
+    assert f"preempted by {sig.name}" in stderr
+    stopped = re.findall(r"preempted: stopped by signal at epoch \d+, step \d+", stderr)
+    assert len(stopped) == 2 and stopped[0] == stopped[1], stderr  # both workers, at the same step
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"] >= 2
+
+
+def test_ctrl_c_under_several_devices_exits_130_and_claims_no_save(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [str(BIN / "fishnet-train"), *TINY_TRAIN, f"data.root={image_folder}", f"hydra.run.dir={run_dir}",
+           *STEPS[1:], "trainer.epochs=2", "trainer.devices=2", "trainer.checkpoint_every_steps=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wait_for_step(run_dir, 2, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: to every process of the group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "preempted" not in stderr

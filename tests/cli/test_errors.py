@@ -1,4 +1,6 @@
 """Every user error: exit status 2, one line on stderr saying what and how to fix, no traceback."""
+import signal
+
 import pytest
 import torch
 
@@ -135,3 +137,23 @@ def test_a_bad_pair_of_sweep_values_is_refused_before_any_job_runs(image_folder,
                      "data.val_crop=32,128", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert_user_error(result, "data.val_crop=128 is larger than data.val_resize=64")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_torchrun_restarts_without_a_rendezvous_id_are_refused_in_one_line(image_folder, tmp_path):
+    # What a worker of `torchrun --nnodes 2 --max-restarts 1` (static or c10d, no --rdzv-id) sees.
+    torchrun = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "TORCHELASTIC_RUN_ID": "none",
+                "TORCHELASTIC_MAX_RESTARTS": "1"}
+    result = run_cli("fishnet-train", *TINY_TRAIN, f"data.root={image_folder}", cwd=tmp_path, env=torchrun)
+    assert_user_error(result, "error: torchrun without --rdzv-id", "hydra.run.dir")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_the_launcher_exit_code_says_which_signal_stopped_it(capsys):
+    from fishnet_train.cli.jobs import launcher_signalled
+
+    assert launcher_signalled(signal.SIGINT) == 130
+    assert launcher_signalled(signal.SIGUSR2) == 75
+    assert launcher_signalled(signal.SIGHUP) == 128 + signal.SIGHUP
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("interrupted") and err[1].startswith("preempted by SIGUSR2: the workers saved last.pt")
+    assert err[2].startswith("stopped by SIGHUP")

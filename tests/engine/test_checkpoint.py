@@ -104,3 +104,17 @@ def test_auto_resume_takes_last_pt_and_clears_temporaries_of_a_killed_save(tmp_p
 def test_resume_from_a_missing_file_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError, match="no such file .*use auto, null or a checkpoint path"):
         resume_path(str(tmp_path / "nope.pt"), str(tmp_path))
+
+
+def test_a_cpu_run_saves_no_gpu_generator_even_where_a_gpu_is_visible(monkeypatch):
+    from fishnet_train.engine.checkpoint import rng_state, set_rng_state
+
+    def no_gpu_here(*args, **kwargs):
+        raise AssertionError("a CPU run touched CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", no_gpu_here)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", no_gpu_here)
+    state = rng_state(torch.device("cpu"))
+    assert set(state) == {"torch", "python"}
+    set_rng_state({**state, "cuda": torch.zeros(8, dtype=torch.uint8)}, torch.device("cpu"))  # a GPU run's file

@@ -141,3 +141,100 @@ def test_accumulation_takes_accum_steps_micro_batches_per_step():
     progress = Progress()
     stats = train_one_epoch(parts(), batches(n=6), progress, loop(accum_steps=2, global_batch=8))
     assert (stats.steps, progress.step) == (3, 3)
+
+
+def test_each_step_agrees_on_non_finite_losses_and_stop_signals_in_one_all_reduce(monkeypatch):
+    import fishnet_train.engine.guards as guards
+    import fishnet_train.engine.loop as loop_module
+
+    reduced = []
+    monkeypatch.setattr(guards, "all_reduce_max", lambda t: reduced.append(("max", t.numel())) or t)
+    monkeypatch.setattr(loop_module, "all_reduce_mean", lambda t: reduced.append(("mean", t.numel())) or t)
+    train_one_epoch(parts(), batches(), Progress(), loop(), stop=StopRequest())
+    # One 3-value all-reduce per step (non-finite loss, stop flag, fp16 scale), one mean of the loss at the end.
+    assert reduced == [("max", 3)] * 3 + [("mean", 1)]
+
+
+def test_a_stop_signal_on_any_rank_reaches_the_step_through_the_agreement(monkeypatch):
+    import fishnet_train.engine.guards as guards
+
+    # Another rank got the signal: the all-reduced maximum carries its flag to this one.
+    monkeypatch.setattr(guards, "all_reduce_max", lambda t: torch.maximum(t, torch.tensor([0.0, 1.0, 0.0])))
+    saved = []
+    with pytest.raises(Preempted, match="epoch 1, step 1"):
+        train_one_epoch(parts(), batches(), Progress(), loop(), stop=StopRequest(), save=lambda: saved.append(1))
+    assert saved == [1]
+
+
+def _fp16_scaler_parts(poisoned: bool) -> StepParts:
+    p = parts()
+    p = StepParts(p.model, p.step_model, p.optimizer, torch.amp.GradScaler("cpu", init_scale=2.0**16),
+                  p.schedule, p.preprocess, CPU)
+    return _poisoned(p) if poisoned else p
+
+
+@pytest.fixture
+def diverged_after_3(monkeypatch):
+    import fishnet_train.engine.guards as guards
+
+    monkeypatch.setattr(guards, "FP16_DIVERGED_STEPS", 3)  # 20 in a run: the counting is the same
+    return 3
+
+
+def test_an_fp16_run_whose_scaler_skips_every_step_stops_as_diverged(diverged_after_3):
+    steps = diverged_after_3 + 2
+    with pytest.raises(TrainingStopped, match=r"fp16: the gradient scaler skipped 3 steps in a "
+                                              r"row by step 4 .*the last good checkpoint is kept"):
+        train_one_epoch(_fp16_scaler_parts(poisoned=True), batches(n=steps, size=32, batch=2), Progress(),
+                        loop(steps_per_epoch=steps, global_batch=2))
+
+
+def test_an_fp16_run_with_nan_policy_skip_goes_on_and_warns_once_per_streak(caplog, tmp_path, diverged_after_3):
+    from fishnet_train.engine.reporting import Reporter
+
+    steps = 2 * diverged_after_3 + 2
+    with caplog.at_level("WARNING"):
+        stats = train_one_epoch(_fp16_scaler_parts(poisoned=True), batches(n=steps, size=32, batch=2), Progress(),
+                                loop(steps_per_epoch=steps, global_batch=2, nan_policy="skip"),
+                                reporter=Reporter(str(tmp_path), active=True, tensorboard=False))
+    assert stats.steps == steps
+    assert sum("has diverged" in r.getMessage() for r in caplog.records) == 2  # at 3 and at 6 skips in a row
+
+
+def test_an_fp16_run_that_trains_is_not_called_diverged(diverged_after_3):
+    steps = 3 * diverged_after_3
+    stats = train_one_epoch(_fp16_scaler_parts(poisoned=False), batches(n=steps), Progress(),
+                            loop(steps_per_epoch=steps))
+    assert stats.steps == steps and stats.loss > 0
+
+
+@pytest.mark.parametrize("where", ["preprocess", "optimizer"])
+def test_out_of_gpu_memory_outside_forward_and_backward_is_the_same_one_line(where, monkeypatch):
+    from fishnet_train.errors import UserError
+
+    p = parts()
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    if where == "preprocess":
+        p = StepParts(p.model, p.step_model, p.optimizer, p.scaler, p.schedule, out_of_memory, CPU)
+    else:
+        monkeypatch.setattr(p.optimizer, "step", out_of_memory)
+    with pytest.raises(UserError, match=r"^out of GPU memory at 4 images per device; .*trainer.accum_steps \(now 1\)"):
+        train_one_epoch(p, batches(), Progress(), loop())
+
+
+def test_a_resumed_epoch_reports_loss_and_speed_over_all_of_its_steps():
+    # Two of three steps ran before the resume: their loss sum (2 x 5.0) and their 100 seconds.
+    progress = Progress(epoch=0, epoch_step=2, step=2, epoch_loss_sum=10.0, epoch_seconds=100.0, epoch_data_wait=50.0)
+    p = parts(lr=0.0)
+    data = batches(n=1)
+    model = copy.deepcopy(p.model).train()
+    last = F.cross_entropy(model(p.preprocess(data[0][0])), data[0][1]).item()
+    stats = train_one_epoch(p, data, progress, loop())
+    assert stats.steps == 1
+    assert stats.loss == pytest.approx((10.0 + last) / 3, rel=1e-5)
+    assert stats.images_per_sec < 3 * 4 / 100.0  # 12 images over more than 100 s
+    assert 0.45 < stats.data_wait < 0.5
+    assert progress.epoch_seconds > 100.0 and progress.epoch_loss_sum == pytest.approx(10.0 + last, rel=1e-5)
