@@ -111,18 +111,25 @@ def start_training(data: Path, run_dir: Path, *overrides: str) -> subprocess.Pop
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def progress_at(run_dir: Path, step: int) -> dict | None:
+    """last.pt's progress if it records at least ``step`` optimiser steps, else None."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if path.exists():
+        try:
+            progress = torch.load(path, weights_only=True)["progress"]
+            return progress if progress["step"] >= step else None
+        except Exception:
+            pass  # being replaced right now
+    return None
+
+
 def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 240) -> dict:
     """Wait until last.pt records at least ``step`` optimiser steps; returns its progress."""
-    path = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if path.exists():
-            try:
-                progress = torch.load(path, weights_only=True)["progress"]
-                if progress["step"] >= step:
-                    return progress
-            except Exception:
-                pass  # being replaced right now
+        progress = progress_at(run_dir, step)
+        if progress is not None:
+            return progress
         time.sleep(0.05)
     raise AssertionError(f"no checkpoint at step {step}; exit {proc.poll()}")
 

@@ -107,6 +107,7 @@ def test_an_input_error_under_the_local_launcher_is_printed_once(image_folder, t
     assert_user_error(result, "model.num_classes=5", "3 classes")
 
 
+@pytest.mark.slow  # several seconds: make test keeps to its 5 minutes
 def test_bad_images_error_in_a_loader_worker_is_one_line(image_folder, tmp_path):
     (image_folder / "train" / "class_1" / "broken.jpg").write_bytes(b"")
     files = sum(1 for p in (image_folder / "train").rglob("*") if p.is_file())

@@ -2,10 +2,13 @@
 import signal
 import subprocess
 
+import pytest
+
 from ..data.test_datasets import plant_odd_files
 from ..helpers import assert_ok, assert_user_error, metrics, saved_state, start_training, train_cli, wait_for_step
 
 
+@pytest.mark.slow  # several seconds: make test keeps to its 5 minutes
 def test_scan_lists_bad_files_once_and_loader_workers_skip_exactly_them(image_folder, tmp_path):
     odd, bad = plant_odd_files(image_folder / "train" / "class_0")
     files = sum(1 for p in (image_folder / "train").rglob("*") if p.is_file())

@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from ..conftest import write_image_folder
-from ..helpers import BIN, ROOT, TINY_TRAIN
+from ..helpers import BIN, ROOT, TINY_TRAIN, progress_at
 from .slurm import SlurmCluster, missing_reason
 
 SBATCH = ROOT / "tools" / "slurm" / "train.sbatch"
@@ -63,16 +62,11 @@ def slurm_run_dir(cwd: Path, job_id: int) -> Path:
 
 def wait_for_checkpoint(slurm: SlurmCluster, job_id: int, run_dir: Path, step: int, timeout: float = 240) -> dict:
     """Wait until the job's last.pt records at least ``step`` steps; its progress."""
-    path = run_dir / "checkpoints" / "last.pt"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            try:
-                progress = torch.load(path, weights_only=True)["progress"]
-                if progress["step"] >= step:
-                    return progress
-            except Exception:
-                pass  # being replaced right now
+        progress = progress_at(run_dir, step)
+        if progress is not None:
+            return progress
         state = slurm.job(job_id).get("JobState")
         if state not in ("PENDING", "RUNNING", "CONFIGURING"):
             raise AssertionError(f"job {job_id} is {state} before step {step}")

@@ -71,6 +71,7 @@ def test_a_crash_with_every_modern_option_on_resumes_bit_identical(image_folder,
     assert figures[0] == figures[1]
 
 
+@pytest.mark.slow  # several seconds: make test keeps to its 5 minutes
 def test_ema_weights_are_validated_chosen_for_best_and_read_by_eval_and_pretrained(image_folder, tmp_path):
     run_dir = tmp_path / "run"
     last = train(tiny_options(image_folder, "model.ema_decay=0.5", "model.ema_every_steps=1", "trainer.epochs=3",

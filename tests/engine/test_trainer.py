@@ -113,6 +113,7 @@ def test_epoch_figures_equal_an_independent_evaluation_of_the_saved_weights(seve
     assert record["val_loss"] == pytest.approx(F.cross_entropy(logits, targets).item(), rel=5e-3)  # resize rounding
 
 
+@pytest.mark.slow  # several seconds: make test keeps to its 5 minutes
 def test_a_crash_mid_epoch_with_lighting_and_flips_resumes_bit_identical(tiny_cfg, tmp_path):
     overrides = ["data.lighting=0.1", "data.hflip=true", "trainer.checkpoint_every_steps=1", "trainer.epochs=2"]
     reference = tmp_path / "reference"

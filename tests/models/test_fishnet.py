@@ -233,6 +233,7 @@ def test_channels_last_gives_the_same_outputs():
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # several seconds: make test keeps to its 5 minutes
 def test_compiles_as_one_graph_without_breaks():
     model = tiny(num_classes=3).eval()
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: a break is an error

@@ -11,6 +11,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # several seconds: make test keeps to its 5 minutes
 def test_model_info_prints_parameters_macs_and_stage_shapes():
     result = run_tool("tools/model_info.py", "fishnet99", "--size", "225", "300")
     assert result.returncode == 0, result.stderr
