@@ -207,9 +207,15 @@ def two_nodes(script_args: list[str], cwd: Path, rdzv_id: str | None, timeout: i
     agents = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for _ in range(2)]
     results = []
-    for agent in agents:
-        out, err = agent.communicate(timeout=timeout)
-        results.append(subprocess.CompletedProcess(cmd, agent.returncode, out, err))
+    try:
+        for agent in agents:
+            out, err = agent.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(cmd, agent.returncode, out, err))
+    finally:
+        for agent in agents:  # a hung agent must not outlive its test
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
     return results
 
 
