@@ -38,11 +38,6 @@ def run_dir_name(base: str) -> str:
             name += f"-{os.environ['SLURM_ARRAY_TASK_ID']}"
     elif os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none":
         name = f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
-    elif int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
-        # torchrun without --rdzv-id: a timestamp would differ in a restarted worker, which would
-        # then start a fresh run instead of resuming.
-        raise UserError("torchrun without --rdzv-id gives its workers no name to find their run by after a "
-                        "restart: pass --rdzv-id=<name> (or --standalone), or set hydra.run.dir=<dir>")
     else:
         name = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return os.path.join(base, name)
@@ -73,8 +68,21 @@ def check_and_lock(config_name: str) -> RunDirLock | None:
     OmegaConf.register_new_resolver("fishnet_run_dir", run_dir_name, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("fishnet_hydra_subdir", hydra_subdir, replace=True)
     with one_line_errors():
+        check_restartable(sys.argv[1:])
         run_dir = check_overrides(config_name, sys.argv[1:])
         return RunDirLock(run_dir, restart_wait_seconds()) if run_dir is not None else None
+
+
+def check_restartable(args: list[str]) -> None:
+    """Refuse, on every rank, a torchrun that restarts workers (``--max-restarts``) without
+    ``--rdzv-id``: the run directory would be a new timestamp in each restarted worker, which
+    would then start a fresh run instead of resuming."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    named = os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none" or os.environ.get("SLURM_JOB_ID")
+    chosen = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
+    if restarts > 0 and not named and not chosen:
+        raise UserError("torchrun without --rdzv-id gives its workers no name to find their run by after a "
+                        "restart: pass --rdzv-id=<name> (or --standalone), or set hydra.run.dir=<dir>")
 
 
 @contextlib.contextmanager
