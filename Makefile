@@ -4,13 +4,13 @@ PY := $(VENV)/bin/python
 # pip picks the newest torch it may use; on machines with a local cap this is a local file.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo lint test test-slow test-slurm fuzz bench clean
+.PHONY: install demo lint docs test test-slow test-slurm fuzz bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(VENV)/bin/python pyproject.toml
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +22,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m flake8 fishnet_train hubconf.py tools tests
 	$(PY) -m mypy
+
+# The documentation site (mkdocs.yml, docs/) into site/, strict: a broken link or anchor, or a page
+# missing from the nav, fails. The configuration page is generated first from the schema.
+docs: $(STAMP)
+	$(PY) tools/config_reference.py
+	$(PY) -m mkdocs build --strict --quiet
 
 # The suite without the slow tests (multi-process runs, compiling, the wheel install): under 5 minutes.
 test: $(STAMP)
@@ -44,4 +50,4 @@ bench: $(STAMP)
 	$(PY) tools/benchmark.py all --compiled --rounds 5 --root ../shared/data/imagenet-samples --json bench.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info outputs multirun demo_data bench.json
+	rm -rf $(VENV) build *.egg-info outputs multirun demo_data bench.json site

@@ -17,52 +17,53 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: Optional[str] = "fishnet150"  # fishnet-eval: null = the checkpoint's
+    # architecture: fishnet99 | fishnet150 | fishnet201 (eval, predict, export: null = the checkpoint's)
+    name: Optional[str] = "fishnet150"
     num_classes: Optional[int] = 1000  # null = the dataset's (train) or the checkpoint's (eval)
-    drop_rate: float = 0.0
-    grad_checkpointing: bool = False
-    classifier_init: str = "auto"  # auto | released | zeros (see models/fishnet.py)
-    # weights only: ours, released or safetensors; the classifier is skipped if the class counts differ
+    drop_rate: float = 0.0  # dropout before the classifier
+    grad_checkpointing: bool = False  # recompute activations in backward: less memory, same results
+    classifier_init: str = "auto"  # auto | released | zeros: the final classifier's initialisation (Fine-tuning)
+    # start from these weights (ours, released or safetensors); a classifier of another class count is
+    # re-initialised
     pretrained: Optional[str] = None
     freeze_backbone: bool = False  # linear probe: only the final 1x1 classifier trains
     zero_init_residual: bool = False  # each bottleneck's last conv starts at zero: every block starts as its shortcut
-    ema_decay: Optional[float] = None  # EMA of the weights, updated every ema_every_steps steps; null = off
-    ema_every_steps: int = 1
+    ema_decay: Optional[float] = None  # EMA of the weights, decay per update; null = off
+    ema_every_steps: int = 1  # optimizer steps between EMA updates
     use_ema: bool = False  # read a checkpoint's EMA weights (fishnet-eval, -predict, -export, model.pretrained)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str = MISSING  # holds train/ and val/ ImageFolder trees
-    batch_size: int = 256  # GLOBAL batch, split across processes
+    root: str = MISSING  # holds train/ and val/ (class folders, or shards with data.format=shards)
+    batch_size: int = 256  # GLOBAL batch, split across processes and trainer.accum_steps micro-batches
     eval_batch_size: Optional[int] = None  # global; defaults to batch_size
     workers: int = 8  # loader processes per training process
-    train_crop: int = 224
-    crop_scale: tuple[float, ...] = (0.08, 1.0)
-    crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)
-    hflip: bool = True
+    train_crop: int = 224  # random-resized crop: output size
+    crop_scale: tuple[float, ...] = (0.08, 1.0)  # random-resized crop: area fraction [low, high]
+    crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)  # random-resized crop: aspect ratio [low, high]
+    hflip: bool = True  # random horizontal flip
     lighting: float = 0.1  # AlexNet PCA lighting std; 0 turns it off
-    val_resize: int = 256
-    val_crop: int = 224
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    bad_images: str = "skip"  # skip | error
-    scan: bool = False  # list every undecodable file before training
+    val_resize: int = 256  # evaluation: resize the shorter side to this
+    val_crop: int = 224  # evaluation: centre crop
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # normalisation per channel (ImageNet's)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)  # normalisation per channel (ImageNet's)
+    bad_images: str = "skip"  # skip | error: what an undecodable file does
+    scan: bool = False  # decode every file once before training and list the undecodable ones (split across ranks)
     format: str = "folder"  # folder (an ImageFolder root) | shards (a root made by tools/make_shards.py)
     index_cache: Optional[str] = "auto"  # folder index file: auto = <run dir>/data_index.npz; null = none
     stage_dir: Optional[str] = None  # shards: copy them here (a local disk) once per node before training
-    train_decode: str = "fast"  # fast | reduced | exact: what the training crop decodes (README "Data at scale")
-    # The modern recipes' augmentations, all off by default (see README "Recipes"):
-    auto_augment: Optional[str] = None  # null | ra | ta_wide | aa: per image, in the workers
+    train_decode: str = "fast"  # fast | reduced | exact: what the training crop decodes (Data at scale)
+    auto_augment: Optional[str] = None  # null | ra | ta_wide | aa: per image, in the workers (Recipes)
     ra_magnitude: int = 9  # RandAugment's magnitude (of 31 bins), 2 ops per image
     random_erase: float = 0.0  # probability per image, on the device
-    mixup_alpha: float = 0.0  # per batch, on the device; with cutmix_alpha, one of the two per batch
-    cutmix_alpha: float = 0.0
+    mixup_alpha: float = 0.0  # per batch, on the device; 0 = off; with cutmix_alpha, one of the two per batch
+    cutmix_alpha: float = 0.0  # per batch, on the device; 0 = off
     repeated_aug: int = 1  # each sample R times per epoch, its copies in the same global batch; 1 = off
-    # Progressive resizing: the crop grows from progressive_min_crop to train_crop, linearly over
-    # the epochs progressive_epochs = [start, end], in steps of 32 px; null = off.
+    # progressive resizing: the crop grows from this to train_crop, linearly over the epochs
+    # progressive_epochs, in steps of 32 px; null = off
     progressive_min_crop: Optional[int] = None
-    progressive_epochs: tuple[int, ...] = (0, 0)
+    progressive_epochs: tuple[int, ...] = (0, 0)  # progressive resizing: the ramp's [start, end] epochs
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ class OptimConfig:
     name: str = "sgd"  # sgd | adamw | lamb | lars
     lr: float = 0.1  # for the global batch
     momentum: float = 0.9  # sgd, lars
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    decay_norm_and_bias: bool = True  # the paper decays ALL parameters
+    nesterov: bool = False  # sgd
+    weight_decay: float = 1e-4  # L2 penalty, on all parameters unless decay_norm_and_bias=false
+    decay_norm_and_bias: bool = True  # the paper decays ALL parameters; false: no decay on BN parameters and biases
     backbone_lr_scale: float = 1.0  # fine-tuning: the backbone's rate is optim.lr times this (classifier: optim.lr)
     betas: tuple[float, ...] = (0.9, 0.999)  # adamw, lamb
     eps: Optional[float] = None  # null: the optimizer's own (adamw, lars 1e-8; lamb 1e-6)
@@ -82,49 +83,54 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "step"  # step | cosine
-    milestones: tuple[int, ...] = (30, 60, 90)  # epochs
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.1
+    name: str = "step"  # step | cosine, updated every iteration
+    milestones: tuple[int, ...] = (30, 60, 90)  # step: the epochs where the rate is multiplied by gamma
+    gamma: float = 0.1  # step: the factor at each milestone
+    warmup_epochs: float = 0.0  # linear warmup (fractions of an epoch allowed)
+    warmup_start_factor: float = 0.1  # warmup starts at optim.lr times this
     min_lr: float = 0.0  # cosine floor
 
 
 @dataclass(frozen=True)
 class LossConfig:
     name: str = "ce"  # ce | bce (binary cross-entropy per class, as in "ResNet strikes back")
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # ce and bce
     bce_target_thresh: Optional[float] = None  # bce: targets above it become 1, the rest 0
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    epochs: int = 100
+    epochs: int = 100  # training epochs
     device: str = "auto"  # auto | cpu | cuda
-    devices: str = "auto"  # processes to start on this machine: auto | N
-    amp: str = "none"  # none | bf16 | fp16
-    channels_last: bool = True
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    accum_steps: int = 1
-    clip_grad_norm: Optional[float] = None
-    sync_bn: bool = False
+    devices: str = "auto"  # processes to start on this machine: auto (all GPUs; 1 on the CPU) | N
+    amp: str = "none"  # none | bf16 | fp16 (fp16: with a GradScaler, on a GPU; fp32 on the CPU)
+    channels_last: bool = True  # NHWC memory layout (exact, faster)
+    compile: bool = False  # torch.compile the model
+    seed: int = 0  # each rank seeds with seed + rank
+    deterministic: bool = False  # deterministic algorithms only
+    accum_steps: int = 1  # micro-batches per optimizer step
+    clip_grad_norm: Optional[float] = None  # gradient-norm clipping; null = none
+    sync_bn: bool = False  # SyncBatchNorm across processes
     resume: Optional[str] = "auto"  # auto | <path> | null
-    checkpoint_every_steps: int = 0  # 0: at the end of each epoch only
-    nan_policy: str = "stop"  # stop | skip
-    eval_every: int = 1  # epochs
+    checkpoint_every_steps: int = 0  # also write last.pt every N steps; 0: at the end of each epoch only
+    nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
+    eval_every: int = 1  # evaluate every N epochs (and after the last)
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
-    host_allocator: str = "keep_freed"  # keep_freed | system: how the C library's malloc serves CPU tensors
+    # keep_freed | system: on the CPU, keep_freed has glibc keep freed memory for the next step
+    # (Performance); system leaves malloc as it is
+    host_allocator: str = "keep_freed"
     best_by: str = "top1"  # top1 | ema_top1: which weights' val top-1 chooses best.pt
-    # Where stderr is not a terminal (SLURM output files, CI, a redirect): a plain progress line
-    # every this many steps or seconds, whichever comes first, instead of a bar.
+    # where stderr is not a terminal (SLURM output files, CI, a redirect): a plain progress line every
+    # this many steps, or log_every_seconds, whichever comes first, instead of a bar
     log_every_steps: int = 100
-    log_every_seconds: float = 60.0
+    log_every_seconds: float = 60.0  # see log_every_steps
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """``fishnet-train``: every key below. The groups (``model=``, ``data=``, ``optim=``, ``schedule=``) and the
+    ``experiment=`` presets set several at once (see Groups and presets)."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -140,7 +146,12 @@ class EvalOptions:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    checkpoint: str = MISSING
+    """``fishnet-eval checkpoint=FILE data.root=DIR``: the published protocol. The model, and for this project's
+    checkpoints the evaluation sizes, come from the checkpoint unless set here. Of the shared keys it reads
+    ``data.*``, ``model=NAME`` (or ``model.name``), ``model.num_classes``, ``model.use_ema`` and
+    ``trainer.device|devices|amp|channels_last|compile|seed|deterministic|host_allocator``."""
+
+    checkpoint: str = MISSING  # this project's checkpoint or a released one
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name=None, num_classes=None))
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=100, workers=4))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -149,7 +160,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class PredictOptions:
-    topk: int = 5
+    topk: int = 5  # classes per image
     output: Optional[str] = None  # .csv or .jsonl: one row per image
 
 
@@ -160,7 +171,12 @@ _NO_ROOT = "(unused)"
 
 @dataclass(frozen=True)
 class PredictConfig:
-    checkpoint: str = MISSING
+    """``fishnet-predict checkpoint=FILE inputs=IMAGES``: the top classes of each image, with the evaluation
+    transform the checkpoint was trained with. Of the shared keys it reads ``model=NAME``, ``model.use_ema``,
+    ``data.batch_size|workers`` and the evaluation sizes (``data.val_*``, ``data.mean|std``), and
+    ``trainer.device|amp|channels_last``; ``data.root`` is not used."""
+
+    checkpoint: str = MISSING  # this project's checkpoint or a released one
     inputs: str = MISSING  # an image, a folder (searched recursively) or a glob
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name=None, num_classes=None))
     data: DataConfig = field(default_factory=lambda: DataConfig(root=_NO_ROOT, batch_size=32, workers=2))
@@ -170,9 +186,13 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    checkpoint: str = MISSING
+    """``fishnet-export checkpoint=FILE format=FORMAT output=FILE``: the weights for publishing, or the network
+    for other runtimes. Of the shared keys it reads ``model=NAME``, ``model.use_ema`` and the evaluation
+    sizes (``data.val_*``); ``data.root`` is not used."""
+
+    checkpoint: str = MISSING  # this project's checkpoint or a released one
     format: str = "safetensors"  # safetensors | onnx | torch_export
-    output: str = MISSING
+    output: str = MISSING  # the file to write: .safetensors | .onnx | .pt2
     opset: int = 18  # ONNX opset
     check: bool = True  # run the exported file and compare its outputs with the PyTorch model's
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name=None, num_classes=None))

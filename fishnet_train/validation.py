@@ -3,7 +3,7 @@
 Each failure is one ``UserError`` that names the key, the value and how to fix it. The checks
 need no torch and no files, so the apps run them on the composed config before Hydra starts
 the job; what needs the file system or the model registry is checked at the job's start, before
-the data is indexed (``engine.build.check_inputs``).
+the data is indexed (``training.build.check_inputs``).
 """
 from __future__ import annotations
 

@@ -29,6 +29,18 @@ TINY_TRAIN = [
 ]
 
 
+class Crash(Exception):
+    """Raised by ``crash_at``'s hook: a crash in the middle of a run, injected through ``after_step``."""
+
+
+def crash_at(step: int):
+    """An ``after_step`` hook that raises ``Crash`` once the run reaches ``step``."""
+    def hook(progress):
+        if progress.step == step:
+            raise Crash(step)
+    return hook
+
+
 def compose_app(config_name: str, *overrides: str):
     """The real config of a console script (``train``, ``eval``, ``predict``, ``export``), composed as it does."""
     register_configs()
@@ -54,7 +66,7 @@ def compose_export(*overrides: str):
 
 def eval_in_process(checkpoint: Path, data: Path, out: Path, *overrides: str):
     """``fishnet-eval`` of ``checkpoint`` on ``data`` as the console script runs it, in this process."""
-    from fishnet_train.engine.evaluator import run_eval
+    from fishnet_train.apps.evaluator import run_eval
 
     options = to_options(compose_eval(f"checkpoint={checkpoint}", f"data.root={data}", "data.workers=0", *overrides))
     out.mkdir(parents=True)

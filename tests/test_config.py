@@ -5,9 +5,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from fishnet_train.config import TrainConfig, to_options, to_plain
-from fishnet_train.validation import check_options as validate
 from fishnet_train.errors import UserError
 from fishnet_train.models import list_models
+from fishnet_train.validation import check_options as validate
 
 from .helpers import ROOT
 from .helpers import compose_eval as _compose_eval

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
+from fishnet_train.apps.evaluator import run_eval
 from fishnet_train.cli.common import one_line
 from fishnet_train.config import EvalConfig, TrainConfig, to_options
-from fishnet_train.engine.evaluator import run_eval
-from fishnet_train.engine.loop import TrainingStopped
-from fishnet_train.engine.trainer import train
 from fishnet_train.errors import UserError
+from fishnet_train.training.loop import TrainingStopped
+from fishnet_train.training.trainer import train
 from fishnet_train.validation import check_options
 
 from .conftest import write_image_folder

@@ -78,7 +78,7 @@ def test_batch_norm_needs_two_values_at_the_smallest_progressive_crop():
 def test_eval_options_are_checked_too_but_the_sizes_once_merged_with_the_checkpoints():
     with pytest.raises(UserError, match="data.batch_size must be positive"):
         check_options(to_options(compose_eval("checkpoint=x.pt", "data.root=/d", "data.batch_size=0")))
-    # The checkpoint's crop may be smaller: engine.trained_model.inference_data checks the merged sizes.
+    # The checkpoint's crop may be smaller: apps.trained_model.inference_data checks the merged sizes.
     check_options(to_options(compose_eval("checkpoint=x.pt", "data.root=/d", "data.val_resize=48")))
 
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from bench_rounds import median_of_rounds
 
-from fishnet_train.engine.runtime import keep_freed_memory
 from fishnet_train.inference import fuse_for_inference, inference_compiler
 from fishnet_train.models import create_model
+from fishnet_train.processes.runtime import keep_freed_memory
 
 
 def _device() -> torch.device:
@@ -202,12 +202,12 @@ def bench_trainer(name: str, batch: int, size: int, steps: int, rounds: int) -> 
     """The trainer's ``train_one_epoch`` on in-memory uint8 batches vs the bare step, on the
     same model and optimiser, with the trainer's process settings."""
     from fishnet_train.data import BatchPreprocess
-    from fishnet_train.engine.checkpoint import Progress
-    from fishnet_train.engine.loop import LoopOptions, StepParts, train_one_epoch
-    from fishnet_train.engine.optim import LrSchedule, build_sgd
-    from fishnet_train.engine.reporting import Reporter
-    from fishnet_train.engine.runtime import RuntimeSettings, configure_process
-    from fishnet_train.engine.signals import StopRequest
+    from fishnet_train.processes.runtime import RuntimeSettings, configure_process
+    from fishnet_train.processes.signals import StopRequest
+    from fishnet_train.reporting import Reporter
+    from fishnet_train.training.checkpoint import Progress
+    from fishnet_train.training.loop import LoopOptions, StepParts, train_one_epoch
+    from fishnet_train.training.optim import LrSchedule, build_sgd
 
     device = _device()
     configure_process(RuntimeSettings(seed=0, rank=0, device=device, host_allocator="keep_freed"))

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from ..config import Options, register_configs, to_options
-from ..engine.launch_env import env_ranks
-from ..engine.run_lock import RunDirLock, restart_wait_seconds
 from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
+from ..processes.launch_env import env_ranks
+from ..processes.run_lock import RunDirLock, restart_wait_seconds
 from ..validation import check_options
 
 

@@ -14,10 +14,10 @@ import sys
 
 import torch
 
-from ..engine.checkpoint import save_atomic
 from ..errors import USER_ERROR_EXIT_CODE, UserError
 from ..models import infer_arch, ours_to_released, read_checkpoint
 from ..models.weights import extract_state_dict
+from ..training.checkpoint import save_atomic
 
 
 def convert(src: str, dst: str, to: str, trust: bool = False) -> str:

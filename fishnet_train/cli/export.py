@@ -10,7 +10,7 @@ from .common import overridden_keys, run_app
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="export")
 def hydra_main(cfg: DictConfig) -> None:
     # Imported once the config has passed its check: torch takes seconds to load.
-    from ..engine.exporter import run_export
+    from ..apps.exporter import run_export
     from .jobs import run_job
 
     run_job(cfg, "export.log", run_export, overridden_keys(), multi_process=False, log_to_stderr=True)

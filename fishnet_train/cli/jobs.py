@@ -13,13 +13,13 @@ from omegaconf import DictConfig
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
 from ..config import EvalConfig, Options, TrainConfig
-from ..engine.distributed import launch_local, local_process_count
-from ..engine.launch_env import env_ranks
-from ..engine.peers import PeerFailed
-from ..engine.run_lock import RunDirLock, restart_wait_seconds
-from ..engine.runtime import setup_logging
-from ..engine.signals import PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted
 from ..errors import USER_ERROR_EXIT_CODE, UserError
+from ..processes.distributed import launch_local, local_process_count
+from ..processes.launch_env import env_ranks
+from ..processes.peers import PeerFailed
+from ..processes.run_lock import RunDirLock, restart_wait_seconds
+from ..processes.runtime import setup_logging
+from ..processes.signals import PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted
 from ..validation import check_options
 from .common import one_line, typed_options
 

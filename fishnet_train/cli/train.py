@@ -10,8 +10,8 @@ from .common import run_app
 @hydra.main(version_base="1.3", config_path="pkg://fishnet_train.conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
     # Imported once the config has passed its check: torch takes seconds to load.
-    from ..engine.build import check_inputs
-    from ..engine.trainer import train
+    from ..training.build import check_inputs
+    from ..training.trainer import train
     from .jobs import run_job
 
     run_job(cfg, "train.log", train, precheck=check_inputs)

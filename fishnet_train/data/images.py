@@ -3,7 +3,7 @@
 8-bit baseline and progressive JPEGs (almost all of ImageNet) are decoded by libjpeg-turbo
 through simplejpeg, after a look at their frame header for the size and the number of colour
 components; everything else (and any JPEG simplejpeg refuses, such as CMYK) goes through
-Pillow. simplejpeg was chosen by measurement (README "Data at scale"): the same pixels as
+Pillow. simplejpeg was chosen by measurement (docs/data.md): the same pixels as
 torchvision's deprecated ``decode_jpeg``, as fast, laid out channels-last as the resize kernel
 wants them (no copy), and decoded at 1/2, 1/4 or 1/8 of the size in the DCT domain when asked,
 which the training transform uses to skip pixels a crop would throw away. Both paths refuse

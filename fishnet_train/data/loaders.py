@@ -19,7 +19,7 @@ def freeze_for_fork() -> None:
 
     A full collection in a forked worker writes to the header of every object it inherited, so
     the kernel copies each page holding one: about 80 MB per worker, all at once after some
-    220,000 items (measured, README "Data at scale"). Frozen objects are still freed by reference
+    220,000 items (measured, docs/data.md). Frozen objects are still freed by reference
     counting; only cycles among them are never collected (CPython's advice for pre-fork servers).
     """
     gc.collect()

@@ -13,7 +13,7 @@ import hydra
 
 from fishnet_train.cli.common import check_and_lock
 from fishnet_train.cli.jobs import run_job
-from fishnet_train.engine.trainer import train
+from fishnet_train.training.trainer import train
 
 
 def crash_once(marker: str, crash_step: int, progress) -> None:

@@ -92,7 +92,7 @@ def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_
 EXACT = ["trainer.epochs=2", "trainer.max_steps_per_epoch=4", "data.batch_size=6", "trainer.checkpoint_every_steps=1"]
 
 
-# Every option of the modern toolkit (tests/engine/test_recipes.py runs them in process).
+# Every option of the modern toolkit (tests/training/test_recipes.py runs them in process).
 MODERN = ["data.auto_augment=ta_wide", "data.random_erase=0.5", "data.mixup_alpha=0.2", "data.cutmix_alpha=1.0",
           "data.repeated_aug=2", "optim=lamb", "optim.lr=0.002", "loss.name=bce", "loss.bce_target_thresh=0.2",
           "model.ema_decay=0.9", "model.zero_init_residual=true", "data.train_crop=48", "data.progressive_min_crop=32",

@@ -1,4 +1,4 @@
-"""Bad files and Ctrl-C during a run of the console script (in-process counterparts: tests/engine)."""
+"""Bad files and Ctrl-C during a run of the console script (in-process counterparts: tests/training)."""
 import signal
 import subprocess
 

@@ -1,6 +1,6 @@
 """The ``fishnet-train`` and ``fishnet-eval`` console scripts: what a user runs and gets back.
 
-Training behaviour itself is tested in process (``tests/engine``); these pin the command-line
+Training behaviour itself is tested in process (``tests/training``); these pin the command-line
 contract: files in the run directory, the printed lines, exit codes, Hydra's features.
 """
 import json

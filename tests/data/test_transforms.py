@@ -149,7 +149,7 @@ def test_reduced_decodes_draw_the_same_crop_and_give_nearly_the_same_pixels(deco
     assert {shape[0] for shape in decoded[1::2]} >= {240, 120}  # reduced by 2 and by 4
     assert {shape[0] for shape in decoded[0::2]} == {480}  # exact: always every pixel
     # Noise of std 20 on every pixel is the worst case: on the 1,000 ImageNet samples the means are
-    # 0.08 (reduced) and 1.2 (fast) levels (README "Data at scale").
+    # 0.08 (reduced) and 1.2 (fast) levels (docs/data.md).
     assert sum(differences) / len(differences) < (2.0 if decode == "reduced" else 4.0)
 
 

@@ -1,0 +1,280 @@
+"""The training run: set up, then per epoch train, validate, checkpoint and report."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import cast
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import ModelConfig, TrainConfig, to_plain
+from ..data.augment import BatchAugment
+from ..data.indexing import index_data
+from ..data.transforms import progressive_crop
+from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
+from ..inference import fuse_for_inference
+from ..models import FishNet
+from ..processes.distributed import (
+    DistInfo, all_gather_objects, barrier, broadcast_buffers, broadcast_object, init_distributed, shutdown,
+)
+from ..processes.peers import PeerLost, PeerWatch, failed_peer, lost_peer, publish_failure
+from ..processes.runtime import configure_process, settings_for
+from ..processes.signals import Preempted, StopRequest
+from ..reporting import Reporter, epoch_line
+from ..validation import check_options
+from .build import (
+    TrainData, build_data, build_model, build_schedule, check_inputs, effective_amp, load_pretrained,
+    resolve_num_classes,
+)
+from .checkpoint import (
+    Progress, copy_atomic, load_training_state, restore_training_state, resume_path, rng_state, save_atomic,
+    training_state,
+)
+from .ema import WeightAverage
+from .evaluate import EvalResult, evaluate
+from .guards import eval_memory_message, out_of_memory_hint
+from .loop import EpochStats, LoopOptions, StepHook, StepParts, train_one_epoch
+from .optim import build_optimizer
+
+
+@dataclass(frozen=True)
+class Run:
+    """A prepared run: its parts are fixed; ``progress`` is the one state that advances."""
+
+    options: TrainConfig
+    info: DistInfo
+    reporter: Reporter
+    parts: StepParts
+    loop: LoopOptions
+    data: TrainData
+    ckpt_dir: str
+    progress: Progress
+    logged_bad: set[str] = field(default_factory=set)  # undecodable files already reported
+
+
+def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None) -> dict | None:
+    """Train as ``options`` say, writing into ``run_dir``; returns the last epoch's record.
+
+    ``after_step`` is called after every optimiser step with the progress (tests inject
+    failures through it).
+    """
+    info = init_distributed(options.trainer.device)
+    watch = PeerWatch(info.store, info.rank, info.world_size) if info.distributed and info.store is not None else None
+    stop = StopRequest().install()
+    reporter: Reporter | None = None
+    together = False  # whether every rank ends here at once (then they wait for each other)
+    try:
+        check_options(options, info.world_size)
+        check_inputs(options)  # before anything is written or indexed
+        run_dir = broadcast_object(run_dir)  # every rank uses rank 0's directory
+        t = options.trainer
+        reporter = Reporter(run_dir, info.is_main, line_every=(t.log_every_steps, t.log_every_seconds))
+        record = fit(prepare(options, run_dir, info, reporter), stop, after_step)
+        together = True
+        return record
+    except Preempted:
+        together = True
+        end_together(watch)
+        handler = stop.previous_handler()
+        stop.uninstall()
+        if callable(handler):  # e.g. submitit's, which requeues the job
+            handler(stop.signum, None)
+        raise
+    except Exception as e:
+        if watch is not None:
+            watch.stop()  # this rank reports for itself
+            fail_together(info, e)
+        raise
+    finally:
+        stop.uninstall()
+        if reporter is not None:
+            reporter.close()
+        if together:
+            end_together(watch)
+        elif watch is not None and watch.running:  # Ctrl-C, SystemExit: every rank leaves on its own
+            watch.stop()
+        shutdown()
+
+
+def end_together(watch: PeerWatch | None) -> None:
+    """Wait for every rank: none leaves before rank 0 has written last.pt. The watcher goes on
+    through the wait, so that a rank 0 that fails to write still ends the others."""
+    if watch is not None and watch.running:
+        watch.leave()
+        barrier()
+        watch.stop()
+
+
+def fail_together(info: DistInfo, error: Exception) -> None:
+    """Another rank failed first (a collective broke because it left): raise its failure; else
+    publish this rank's, so that the others stop within seconds."""
+    first = failed_peer(info.store, info.rank, info.world_size)
+    if first is not None:
+        raise first from None
+    if lost_peer(error):
+        raise PeerLost() from None
+    code = USER_ERROR_EXIT_CODE if isinstance(error, UserError) else 1
+    message = user_message(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    publish_failure(info.store, info.rank, info.world_size, code, message.splitlines()[0] if message else "")
+
+
+def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter) -> Run:
+    t, d = options.trainer, options.data
+    reporter.info(configure_process(settings_for(t, info.rank, info.device)))
+    splits = index_data(d, info, run_dir, reporter)
+    num_classes = resolve_num_classes(options.model.num_classes, splits[0].classes, splits[0].root)
+    data = build_data(d, splits, info, t.accum_steps, t.seed, t.channels_last)
+    model = model_on_device(options, num_classes, info, reporter)
+    optimizer = build_optimizer(model, options.optim)
+    amp = effective_amp(t.amp, info.device)
+    if amp != t.amp:
+        reporter.warning(f"trainer.amp={t.amp} needs a GPU; training in fp32 on {info.device.type}")
+    scaler = torch.amp.GradScaler(info.device.type, enabled=amp == "fp16")
+    steps = min(data.train_sampler.batches_per_epoch, t.max_steps_per_epoch or data.train_sampler.batches_per_epoch)
+    schedule = build_schedule(options.optim, options.schedule, steps, t.epochs)
+    ema = build_ema(options.model, model, schedule.warmup_steps)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    progress = resume(t.resume, ckpt_dir, model, optimizer, scaler, ema, info, reporter)
+    augment = BatchAugment(d.random_erase, d.mixup_alpha, d.cutmix_alpha, num_classes)
+    parts = StepParts(model, step_model(model, info, t.compile), optimizer, scaler, schedule, data.preprocess,
+                      info.device, augment if augment.active else None, ema)
+    loop = LoopOptions(steps, t.epochs, d.batch_size, t.accum_steps, amp, d.lighting > 0, options.loss,
+                       t.clip_grad_norm, t.nan_policy, t.checkpoint_every_steps, t.seed, info.rank)
+    reporter.write_text("config.yaml", OmegaConf.to_yaml(to_plain(options)))
+    reporter.info(f"{options.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+                  f"{num_classes} classes, {info.world_size} process(es) on {info.device.type}, "
+                  f"{steps} steps per epoch")
+    return Run(options, info, reporter, parts, loop, data, ckpt_dir, progress)
+
+
+def build_ema(m: ModelConfig, model: FishNet, warmup_steps: int) -> WeightAverage | None:
+    return WeightAverage(model, m.ema_decay, m.ema_every_steps, warmup_steps) if m.ema_decay is not None else None
+
+
+def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, reporter: Reporter) -> FishNet:
+    """The model as configured, with pretrained weights and SyncBatchNorm if asked, on the device."""
+    m, t = options.model, options.trainer
+    model = build_model(m, num_classes)
+    if m.pretrained:
+        reinitialised = load_pretrained(model, m.pretrained, m.use_ema)
+        reporter.info(f"loaded weights from {m.pretrained}"
+                      + (" (classifier re-initialised for the new classes)" if reinitialised else ""))
+    if m.freeze_backbone:
+        if not m.pretrained:
+            reporter.warning("model.freeze_backbone without model.pretrained: the classifier learns random features")
+        model.freeze_backbone()
+    if t.sync_bn and info.distributed and info.device.type != "cuda":  # torch's SyncBatchNorm runs on GPUs only
+        reporter.warning("trainer.sync_bn needs GPUs; BatchNorm statistics stay per process on the CPU")
+    elif t.sync_bn and info.distributed:
+        model = cast(FishNet, nn.SyncBatchNorm.convert_sync_batchnorm(model))  # converts the BNs in place
+    return model.to(info.device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+
+
+def resume(resume_option: str | None, ckpt_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler, ema: WeightAverage | None, info: DistInfo, reporter: Reporter) -> Progress:
+    """Load the state ``trainer.resume`` names into the parts; where the run stands."""
+    # Rank 0 decides, so that ranks which see other files never split into fresh and resumed ones.
+    path = broadcast_object(resume_path(resume_option, ckpt_dir) if info.is_main else None)
+    if not path:
+        return Progress()
+    if not os.path.isfile(path):
+        raise UserError(f"rank {info.rank} cannot see {path}, which rank 0 resumes from: put the run directory on "
+                        "a filesystem every node shares (hydra.run.dir=...)")
+    state = load_training_state(path)
+    progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema, info.device)
+    if ema is not None and state.get("model_ema") is None:
+        reporter.warning(f"{path} has no EMA weights (model.ema_decay was off): the average starts now")
+    reporter.keep_epochs(progress.epoch)  # lines of epochs after the checkpoint are written again
+    reporter.info(f"resumed from {path} at epoch {progress.epoch + 1}, step {progress.epoch_step} of it")
+    return progress
+
+
+def step_model(model: nn.Module, info: DistInfo, compile: bool) -> nn.Module:
+    """What runs the steps: DDP-wrapped across processes and/or compiled."""
+    if info.distributed:
+        model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    return cast(nn.Module, torch.compile(model)) if compile else model
+
+
+def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None = None) -> dict | None:
+    t, d, p = run.options.trainer, run.options.data, run.progress
+    record = None
+    for epoch in range(p.epoch, t.epochs):
+        started = time.perf_counter()
+        crop = progressive_crop(epoch, d.progressive_min_crop, d.train_crop, d.progressive_epochs)
+        run.data.train_sampler.set_epoch(epoch, p.epoch_step, run.loop.steps_per_epoch, crop)
+        stats = train_one_epoch(run.parts, run.data.train_loader, p, run.loop, reporter=run.reporter, stop=stop,
+                                save=lambda: save_checkpoint(run, best=False), after_step=after_step)
+        due = (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs
+        val = validate(run, run.parts.model) if due else None
+        ema_val = validate(run, run.parts.ema.model, "val (EMA)") if due and run.parts.ema is not None else None
+        p.start_epoch(epoch + 1)
+        chosen = ema_val if t.best_by == "ema_top1" else val
+        is_best = chosen is not None and chosen.top1 > p.best_top1
+        if chosen is not None and is_best:
+            p.best_top1, p.best_epoch = chosen.top1, epoch + 1
+        record = epoch_record(p, stats, val, time.perf_counter() - started, report_skipped(run, stats, val))
+        if run.parts.ema is not None:
+            record.update(ema_record(ema_val))
+        run.reporter.info(epoch_line(record, t.epochs))
+        # The line before the checkpoint: a run stopped between the two redoes the epoch and drops it.
+        run.reporter.epoch_metrics(record)
+        save_checkpoint(run, best=is_best)
+    return record
+
+
+def validate(run: Run, model: FishNet, desc: str = "val") -> EvalResult:
+    """Val figures of ``model``'s current weights, computed exactly as fishnet-eval computes them. Each
+    process's BN statistics differ slightly (DDP syncs them at the start of each step, then each updates
+    its own): every rank takes rank 0's, the ones saved, so the figures are those of the checkpoint."""
+    broadcast_buffers(model)
+    bar = run.reporter.bar(run.data.val_loader, len(run.data.val_loader), desc)
+    with out_of_memory_hint(eval_memory_message(run.data.val_loader.batch_size or 1)):
+        return evaluate(fuse_for_inference(model), bar, run.data.preprocess, model.num_classes, run.info.device,
+                        run.loop.amp)
+
+
+def epoch_record(p: Progress, stats: EpochStats, val: EvalResult | None, seconds: float, skipped: int) -> dict:
+    """One line of ``metrics.jsonl``."""
+    return {
+        "epoch": p.epoch, "step": p.step, "train_loss": stats.loss,
+        "val_loss": val.loss if val else None, "top1": val.top1 if val else None, "top5": val.top5 if val else None,
+        "lr": stats.lr, "images_per_sec": stats.images_per_sec, "data_wait": stats.data_wait,
+        "epoch_seconds": seconds, "skipped_images": skipped, "best_top1": p.best_top1, "best_epoch": p.best_epoch,
+    }
+
+
+def ema_record(val: EvalResult | None) -> dict:
+    """The EMA weights' val figures, beside the raw weights' in ``metrics.jsonl``."""
+    return {"ema_val_loss": val.loss if val else None, "ema_top1": val.top1 if val else None,
+            "ema_top5": val.top5 if val else None}
+
+
+def save_checkpoint(run: Run, best: bool) -> None:
+    """last.pt (and best.pt) on rank 0; every rank contributes its RNG state."""
+    rngs = all_gather_objects(rng_state(run.info.device))
+    if not run.info.is_main:
+        return
+    model = run.parts.model
+    ema = run.parts.ema.state() if run.parts.ema is not None else None
+    state = training_state(model, run.parts.optimizer, run.parts.scaler, run.progress, to_plain(run.options), rngs,
+                           run.options.model.name, model.num_classes, run.data.classes, run.info.world_size, ema)
+    last = os.path.join(run.ckpt_dir, "last.pt")
+    save_atomic(state, last)
+    if best:
+        copy_atomic(last, os.path.join(run.ckpt_dir, "best.pt"))
+
+
+def report_skipped(run: Run, stats: EpochStats, val: EvalResult | None) -> int:
+    """Log each undecodable file once per run; the number of replacements this epoch, all ranks."""
+    everywhere = [name for part in all_gather_objects(stats.skipped) for name in part]
+    everywhere += val.skipped if val else []  # already gathered by evaluate
+    for reason in everywhere:
+        if reason not in run.logged_bad:
+            run.logged_bad.add(reason)
+            run.reporter.warning(f"skipped undecodable file {reason}")
+    return len(everywhere)
