@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # pip picks the newest torch it may use; on machines with a local cap this is a local file.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo lint docs test test-slow test-slurm fuzz bench clean
+.PHONY: install demo lint docs test test-slow test-slurm fuzz bench gpu-check gpu-wheels clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,18 @@ test-slurm: $(STAMP)
 fuzz: $(STAMP)
 	FISHNET_FUZZ_SCALE=20 $(PY) -m pytest -q tests/test_config_fuzz.py --hypothesis-show-statistics
 
+# The GPU check (tools/gpu_check.py: the gpu tests and the GPU figures, about 8 minutes) into $(OUT), on
+# a machine with a CUDA GPU. Needs no .venv: on a machine whose python3 has PyTorch it installs the
+# wheels in .whl/ (make gpu-wheels, run where a package registry is in reach) and the project.
+OUT ?= gpu_check_out
+gpu-check:
+	bash tools/gpu_check.sh $(OUT)
+
+gpu-wheels: $(STAMP)
+	bash tools/gpu_wheels.sh
+
 bench: $(STAMP)
 	$(PY) tools/benchmark.py all --compiled --rounds 5 --root ../shared/data/imagenet-samples --json bench.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info outputs multirun demo_data bench.json site
+	rm -rf $(VENV) build *.egg-info outputs multirun demo_data bench.json site .whl gpu_check_out

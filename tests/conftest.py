@@ -6,7 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skipped here without one (tools/gpu_check.py runs them on a GPU)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (tools/gpu_check.py runs the gpu tests on one)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
 
 
 def write_image_folder(root: Path, classes: int = 3, train_per_class: int = 8, val_per_class: int = 3,

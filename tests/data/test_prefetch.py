@@ -22,7 +22,7 @@ def test_prefetcher_of_an_empty_loader_stops_at_once():
     assert list(DevicePrefetcher([], torch.device("cpu"))) == []
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the side-stream copy needs a GPU")
+@pytest.mark.gpu
 def test_prefetcher_copies_to_the_gpu_ahead_and_keeps_contents():
     batches = [tuple(t.pin_memory() if isinstance(t, torch.Tensor) else t for t in b) for b in _batches(4)]
     got = list(DevicePrefetcher(batches, torch.device("cuda")))
