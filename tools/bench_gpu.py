@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_rounds import median_of_rounds
+from bench_rounds import median_of_rounds, sync, timed
 from PIL import Image
 
 from fishnet_train.config import DataConfig
@@ -19,22 +19,6 @@ from fishnet_train.inference import fuse_for_inference
 from fishnet_train.models import create_model
 from fishnet_train.training.evaluate import autocast
 from fishnet_train.training.guards import agree
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(step: Callable[[], object], steps: int, images: int, device: torch.device) -> float:
-    """Images per second over ``steps`` calls, after one untimed call."""
-    step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return steps * images / (time.perf_counter() - start)
 
 
 def peak_bytes(step: Callable[[], object], device: torch.device) -> int | None:

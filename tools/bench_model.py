@@ -12,7 +12,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from bench_rounds import median_of_rounds
+from bench_rounds import median_of_rounds, timed
 
 from fishnet_train.inference import fuse_for_inference, inference_compiler
 from fishnet_train.models import create_model
@@ -21,21 +21,6 @@ from fishnet_train.processes.runtime import keep_freed_memory
 
 def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, steps: int, images: int, device: torch.device) -> float:
-    fn()  # not timed: first-call and allocator warm-up
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    _sync(device)
-    return steps * images / (time.perf_counter() - start)
 
 
 def _train_step(model, optimizer, x, y):
@@ -78,12 +63,12 @@ class _Side:
         self.model.eval()
         try:
             with torch.inference_mode():
-                return _timed(lambda: self.infer_model(self.x), steps, len(self.x), self.device)
+                return timed(lambda: self.infer_model(self.x), steps, len(self.x), self.device)
         finally:
             self.model.train()
 
     def train(self, steps: int) -> float:
-        return _timed(self.train_step, steps, len(self.x), self.device)
+        return timed(self.train_step, steps, len(self.x), self.device)
 
     def compile(self) -> dict:
         """fishnet-eval's ``trainer.compile=true``: inductor with frozen weights."""
@@ -95,7 +80,7 @@ class _Side:
 
     def infer_compiled(self, steps: int) -> float:
         with inference_compiler(True), torch.no_grad():
-            return _timed(lambda: self.compiled(self.x), steps, len(self.x), self.device)
+            return timed(lambda: self.compiled(self.x), steps, len(self.x), self.device)
 
 
 def _serve(conn, side: str, name: str, batch: int, size: int) -> None:
@@ -236,7 +221,7 @@ def bench_trainer(name: str, batch: int, size: int, steps: int, rounds: int) -> 
         def trainer_epoch():
             train_one_epoch(parts, batches, Progress(), loop, reporter=reporter, stop=stop)
 
-        rates = median_of_rounds({name: functools.partial(_timed, fn, 1, steps * batch, device)
+        rates = median_of_rounds({name: functools.partial(timed, fn, 1, steps * batch, device)
                                   for name, fn in (("bare", bare_steps), ("trainer", trainer_epoch))}, rounds)
         reporter.close()
     return {"images_per_sec": rates, "overhead": 1.0 - rates["trainer"] / rates["bare"]}

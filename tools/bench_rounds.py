@@ -5,6 +5,8 @@ import statistics
 import time
 from typing import Callable, Hashable, TypeVar
 
+import torch
+
 Key = TypeVar("Key", bound=Hashable)
 
 
@@ -24,3 +26,20 @@ def images_per_second(fn: Callable[[int], object], n: int) -> float:
     for i in range(n):
         fn(i)
     return n / (time.perf_counter() - start)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU's; nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step: Callable[[], object], steps: int, images: int, device: torch.device) -> float:
+    """Images per second over ``steps`` calls, after one untimed call (first-call and allocator warm-up)."""
+    step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps * images / (time.perf_counter() - start)
