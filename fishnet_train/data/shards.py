@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import tarfile
+import tempfile
 from typing import Callable
 
 import numpy as np
@@ -143,6 +144,20 @@ def stage_shards(root: str, stage_dir: str) -> str:
         if os.path.isfile(target) and (os.path.getsize(target), os.stat(target).st_mtime_ns) == (
                 src_stat.st_size, src_stat.st_mtime_ns):
             continue
-        shutil.copy2(source, target + ".tmp")
-        os.replace(target + ".tmp", target)
+        _copy_atomic(source, target)
     return stage_dir
+
+
+def _copy_atomic(source: str, target: str) -> None:
+    """Copy through a temporary file of this process's own: jobs sharing a node's stage folder may
+    copy the same file at once, and each must rename a whole copy of its own into place."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=os.path.basename(target) + ".",
+                                     suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copy2(source, temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

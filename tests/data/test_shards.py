@@ -82,6 +82,25 @@ def test_staging_copies_once_and_reads_from_the_copy(shards, tmp_path):
     assert split.read(3) == read_shard_split(str(dst), "train").read(3)
 
 
+def test_two_jobs_staging_one_folder_at_once_each_finish_with_whole_files(shards, tmp_path, monkeypatch):
+    """A second job stages the same files between the first's copy of one and its rename into place."""
+    _, dst = shards
+    stage = tmp_path / "local"
+    rename, interrupted = os.replace, []
+
+    def rename_after_another_job_staged(source, target):
+        if not interrupted:
+            interrupted.append(target)
+            stage_shards(str(dst), str(stage))  # the other job, start to end
+        return rename(source, target)
+
+    monkeypatch.setattr(os, "replace", rename_after_another_job_staged)
+    stage_shards(str(dst), str(stage))
+    assert interrupted and sorted(os.listdir(stage)) == sorted(os.listdir(dst))  # no temporary file left
+    for name in os.listdir(dst):
+        assert (stage / name).read_bytes() == (dst / name).read_bytes(), name
+
+
 def test_a_corrupt_file_in_a_shard_is_skipped_and_named_as_in_a_folder(tmp_path):
     src = write_image_folder(tmp_path / "src", classes=2, train_per_class=3, ext="jpg")
     (src / "train" / "class_1" / "img_1.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
