@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import gc
-import signal
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import DataConfig
-from ..processes.signals import STOP_SIGNALS
 from .augment import auto_augment
 from .datasets import ImageFolderDataset, collate
 from .index import Split
@@ -26,15 +24,6 @@ def freeze_for_fork() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
-    """Loader workers ignore the stop signals. SLURM (a requeue, preemption, scancel, the end of a time
-    limit), ``timeout`` and container runtimes send them to every process of the job; a worker that
-    died of one would end the run with an error before the training process finished its step and
-    saved. The training process stops its workers itself."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
 
 
 class ForkingLoader(DataLoader):
@@ -63,7 +52,6 @@ def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: i
         prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator().manual_seed(0),
         drop_last=False,
-        worker_init_fn=leave_stop_signals_to_the_trainer,
     )
 
 
