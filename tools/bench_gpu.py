@@ -35,15 +35,17 @@ def peak_bytes(step: Callable[[], object], device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) - resident
 
 
-def train_step(model, x, y, amp: str, device: torch.device) -> Callable[[], object]:
+def train_step(model, x, y, amp: str, device: torch.device) -> Callable[[], torch.Tensor]:
+    """One SGD step per call; the call returns the step's loss (detached, still on the device)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
 
-    def step() -> None:
+    def step() -> torch.Tensor:
         with autocast(device, amp):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
     return step
 
 
@@ -157,24 +159,13 @@ def bench_host_sync(name: str, batch: int, size: int, steps: int, rounds: int, a
                     device: torch.device) -> dict:
     """Steps/s of the trainer's step with and without its per-step agreement (guards.agree: one
     all-reduce and one read of the device, the step's only host sync)."""
-    torch.manual_seed(0)
-    model = create_model(name).to(device, memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device=device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    _, model = _two_models(name, device)
+    x, y = _batch(batch, size, device)
+    step = train_step(model, x.contiguous(memory_format=torch.channels_last), y, amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
 
-    def step(check: bool) -> None:
-        with autocast(device, amp):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if check:
-            agree(loss.detach(), None, scaler)
-
     speeds = median_of_rounds({
-        "with_agreement": lambda: timed(lambda: step(True), steps, 1, device),
-        "without": lambda: timed(lambda: step(False), steps, 1, device),
+        "with_agreement": lambda: timed(lambda: agree(step(), None, scaler), steps, 1, device),
+        "without": lambda: timed(step, steps, 1, device),
     }, rounds)
     return {key: round(value, 2) for key, value in speeds.items()} | {"batch": batch}

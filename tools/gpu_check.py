@@ -116,7 +116,7 @@ def run_check(out: Path, cpu: bool, tests: bool, tests_timeout: int, budget: flo
     device = torch.device("cpu" if cpu else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: run with --cpu for the CPU smoke run")
-    sizes, amp = (CPU_SIZES, "bf16") if cpu else (GPU_SIZES, "bf16")
+    sizes, amp = CPU_SIZES if cpu else GPU_SIZES, "bf16"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the trainer sets it when not deterministic
     results: dict = {"environment": environment(device), "sizes": asdict(sizes)}
@@ -170,13 +170,15 @@ def markdown(results: dict) -> str:
     rates = [results["steps"][last]["train_ours"]["images_per_sec"]]
     rates += [compiled["images_per_sec"]] if compiled.get("batch") == sizes["batches"][-1] else []
     loader, sync = results["loader"], results["host_sync"]
-    lines += ["", f"compiled step: skipped, {compiled['skipped']}" if "skipped" in compiled else "",
-              f"loader, {loader['workers']} workers, batch {loader['batch']}, JPEGs of {loader['jpeg_kb']} KB on "
+    lines.append("")
+    if "skipped" in compiled:
+        lines.append(f"compiled step: skipped, {compiled['skipped']}")
+    lines += [f"loader, {loader['workers']} workers, batch {loader['batch']}, JPEGs of {loader['jpeg_kb']} KB on "
               f"average: {loader['images_per_sec']} img/s, {loader['images_per_sec'] / max(rates):.2f}x the fastest "
               f"training step at batch {last} ({max(rates)} img/s)",
               f"host sync: {sync['with_agreement']} steps/s with the per-step agreement, {sync['without']} without "
               f"(batch {sync['batch']})", ""]
-    return "\n".join(line for i, line in enumerate(lines) if line or (i and lines[i - 1]))
+    return "\n".join(lines)
 
 
 def _ratio_row(batch: str, kind: str, plain: dict, ours: dict) -> str:
