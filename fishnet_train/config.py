@@ -79,6 +79,9 @@ class OptimConfig:
     eps: Optional[float] = None  # null: the optimizer's own (adamw, lars 1e-8; lamb 1e-6)
     trust_coefficient: float = 0.001  # lars
     max_grad_norm: Optional[float] = 1.0  # lamb's global gradient clipping (null: none)
+    # the global batch optim.lr is meant for (the paper: 0.1 for 256): the rate in use is scaled to data.batch_size,
+    # linearly for sgd and lars, by the square root for adamw and lamb; null = optim.lr as given
+    lr_base_batch: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class TrainerConfig:
     sync_bn: bool = False  # SyncBatchNorm across processes
     resume: Optional[str] = "auto"  # auto | <path> | null
     checkpoint_every_steps: int = 0  # also write last.pt every N steps; 0: at the end of each epoch only
+    keep_epochs: int = 0  # also keep the last N epoch-end checkpoints as checkpoints/epoch-NNNN.pt; 0 = none
     nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
     eval_every: int = 1  # evaluate every N epochs (and after the last)
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
@@ -142,6 +146,11 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalOptions:
     predictions: Optional[str] = None  # CSV path: one row per image, top-5 classes and probabilities
+    # ImageNet-ReaL labels (real.json: 50,000 label lists in val-file order): adds real_top1 to eval.json
+    real_labels: Optional[str] = None
+    # a file of class folder names (wnids), one per line: the 1000-way logits restricted to them (ImageNet-A/R)
+    class_subset: Optional[str] = None
+    tta: str = "none"  # none | flip: flip averages the logits of the image and its mirror (not the paper's protocol)
 
 
 @dataclass(frozen=True)

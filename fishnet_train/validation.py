@@ -11,13 +11,14 @@ import math
 from typing import Any, Iterable, NoReturn, Optional, Sequence
 
 from .config import (
-    DataConfig, ExportConfig, LossConfig, ModelConfig, OptimConfig, Options, PredictConfig, PredictOptions,
-    ScheduleConfig, TrainConfig, TrainerConfig,
+    DataConfig, EvalConfig, EvalOptions, ExportConfig, LossConfig, ModelConfig, OptimConfig, Options,
+    PredictConfig, PredictOptions, ScheduleConfig, TrainConfig, TrainerConfig,
 )
 from .errors import UserError
 MIN_INPUT_SIZE = 32  # models.fishnet.MIN_INPUT_SIZE (a test checks); here so that checks need no torch
 MAX_INPUT_SIZE = 8192  # beyond any image a FishNet is trained on; torch's resize overflows far above it
 MAX_SEED = 2**63 - 1
+MAX_BATCH = 1 << 20  # 16x the largest published ImageNet batch (64k); torch's samplers overflow far above it
 CLASSIFIER_INITS = ("auto", "released", "zeros")  # models.fishnet.CLASSIFIER_INITS (a test checks)
 PREDICTION_FORMATS = (".csv", ".jsonl")
 EXPORT_SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torch_export": ".pt2"}
@@ -43,6 +44,8 @@ def check_options(options: Options, world_size: Optional[int] = None) -> None:
         if world_size is not None:
             check_batch_split(options.data.batch_size, world_size, options.trainer.accum_steps)
             check_batch_norm_sizes(options.data, options.data.batch_size // (world_size * options.trainer.accum_steps))
+    elif isinstance(options, EvalConfig):
+        check_eval(options.eval)
     elif isinstance(options, PredictConfig):
         check_predict(options.predict)
     elif isinstance(options, ExportConfig):
@@ -105,8 +108,10 @@ TRAIN_DECODES = ("fast", "reduced", "exact")  # data/transforms.py's TRAIN_DECOD
 
 
 def check_data(d: DataConfig, val_sizes: bool = True) -> None:
-    check_positive("data.batch_size", d.batch_size)
-    check_positive("data.eval_batch_size", d.eval_batch_size, optional=True, hint=" (null: data.batch_size)")
+    for key, optional in (("batch_size", False), ("eval_batch_size", True)):
+        check_positive(f"data.{key}", getattr(d, key), optional, hint=" (null: data.batch_size)" if optional else "")
+        if (getattr(d, key) or 0) > MAX_BATCH:
+            fail(f"data.{key}={getattr(d, key)} is larger than any batch trained on ({MAX_BATCH}); use a smaller one")
     if d.workers < 0:
         fail(f"data.workers must not be negative, got {d.workers} (0 loads in the training process)")
     for key in ("train_crop", "val_crop", "val_resize"):
@@ -192,6 +197,7 @@ def check_optim(o: OptimConfig) -> None:
     check_number("optim.eps", o.eps, 0.0, low_open=True, optional=True)
     check_number("optim.trust_coefficient", o.trust_coefficient, 0.0, low_open=True)
     check_number("optim.max_grad_norm", o.max_grad_norm, 0.0, low_open=True, optional=True)
+    check_positive("optim.lr_base_batch", o.lr_base_batch, optional=True, hint=" (null: optim.lr as given)")
 
 
 def check_loss(loss: LossConfig) -> None:
@@ -246,12 +252,20 @@ def check_trainer(t: TrainerConfig) -> None:
     if t.checkpoint_every_steps < 0:
         fail(f"trainer.checkpoint_every_steps must not be negative, got {t.checkpoint_every_steps} "
              "(0: at the end of each epoch only)")
+    if t.keep_epochs < 0:
+        fail(f"trainer.keep_epochs must not be negative, got {t.keep_epochs} (0: keep last.pt and best.pt only)")
     check_choice("trainer.nan_policy", t.nan_policy, ("stop", "skip"))
     check_positive("trainer.eval_every", t.eval_every)
     check_positive("trainer.max_steps_per_epoch", t.max_steps_per_epoch, optional=True, hint=" (null: no cap)")
     check_choice("trainer.host_allocator", t.host_allocator, ("keep_freed", "system"))
     check_positive("trainer.log_every_steps", t.log_every_steps)
     check_number("trainer.log_every_seconds", t.log_every_seconds, 0.0, low_open=True)
+
+
+def check_eval(e: EvalOptions) -> None:
+    check_choice("eval.tta", e.tta, ("none", "flip"))
+    if e.real_labels and e.class_subset:
+        fail("eval.real_labels scores the 1000-class ImageNet val set; it cannot go with eval.class_subset")
 
 
 def check_predict(p: PredictOptions) -> None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Iterable, cast
+from typing import Any, Iterable, cast
 
 import torch
 from torch import nn
 
-from ..config import DataConfig, EvalConfig
+from ..config import DataConfig, EvalConfig, EvalOptions
 from ..data import BatchPreprocess, Split, build_val_loader
 from ..data.indexing import check_data_root, val_split
 from ..errors import UserError
 from ..inference import fuse_for_inference, inference_compiler
+from ..inference.views import ClassSubset, FlipAverage
 from ..models import FishNet
 from ..models.weights import check_checkpoint_exists
 from ..processes.distributed import DistInfo, broadcast_object, init_distributed, shutdown
@@ -23,6 +24,7 @@ from ..training.build import check_model_name, effective_amp
 from ..training.evaluate import EvalResult, evaluate
 from ..training.guards import eval_memory_message, out_of_memory_hint
 from ..validation import check_options
+from .eval_labels import read_class_subset, read_real_labels, real_label_sets, real_top1, subset_outputs
 from .trained_model import build_trained_model, check_same_classes, inference_data, load_checkpoint
 
 
@@ -32,6 +34,9 @@ def check_eval_inputs(options: EvalConfig) -> None:
         check_model_name(options.model.name, "model.name=..., or null to take the checkpoint's")
     check_checkpoint_exists(options.checkpoint)
     check_data_root(options.data, ("val",))
+    for key, path in (("eval.real_labels", options.eval.real_labels), ("eval.class_subset", options.eval.class_subset)):
+        if path and not os.path.isfile(path):
+            raise UserError(f"{key}={path}: no such file (check the path)")
     out = os.path.dirname(os.path.abspath(options.eval.predictions)) if options.eval.predictions else None
     if out is not None and not os.path.isdir(out):
         raise UserError(f"eval.predictions={options.eval.predictions}: the folder {out} does not exist; create it "
@@ -58,40 +63,61 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
         data = inference_data(options.data, ckpt, set(overridden))
         split = val_split(data)
-        check_same_classes(ckpt, split.classes, split.root)
+        e = options.eval
+        outputs = None
+        if e.class_subset:
+            outputs = subset_outputs(ckpt, read_class_subset(e.class_subset), split.classes, e.class_subset,
+                                     split.root)
+        else:
+            check_same_classes(ckpt, split.classes, split.root)
+        real = real_label_sets(read_real_labels(e.real_labels), split, e.real_labels) if e.real_labels else None
         model = build_trained_model(ckpt, options.model.num_classes)
-        result = evaluate_split(options, model, data, split, info, reporter)
+        result = evaluate_split(options, model, data, split, info, reporter, outputs, keep_predictions=bool(real))
+        extra = protocol_record(e)
+        if real is not None:
+            extra["real_top1"], extra["real_images"] = real_top1([p[1][0] for p in result.predictions], real)
         if info.is_main:
-            write_outputs(options, run_dir, ckpt.arch, split.classes, split.paths(), result)
+            write_outputs(options, run_dir, ckpt.arch, split.classes, split.paths(), result, extra)
         reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
-                      f"loss {result.loss:.4f}")
+                      f"loss {result.loss:.4f}" + (f"  ReaL top1 {extra['real_top1']:.2f}" if real else ""))
         return result
     finally:
         reporter.close()
         shutdown()
 
 
+def protocol_record(e: EvalOptions) -> dict[str, Any]:
+    """What eval.json says of the protocol beyond the published one."""
+    return {"tta": e.tta, "class_subset": os.path.abspath(e.class_subset) if e.class_subset else None}
+
+
 def evaluate_split(options: EvalConfig, model: FishNet, data: DataConfig, split: Split, info: DistInfo,
-                   reporter: Reporter) -> EvalResult:
-    """The model's inference copy (folded, Winograd on the CPU, compiled if asked) over this process's shard."""
+                   reporter: Reporter, outputs: list[int] | None = None, keep_predictions: bool = False) -> EvalResult:
+    """The model's inference copy (folded, Winograd on the CPU, flip-averaged and restricted to the class
+    subset's ``outputs`` if asked, compiled if asked) over this process's shard."""
     t = options.trainer
     model.to(info.device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
     loader = build_val_loader(split, data, info.rank, info.world_size, pin_memory=info.device.type == "cuda")
     preprocess = BatchPreprocess(data.mean, data.std, info.device, t.channels_last)
     with inference_compiler(t.compile):
         inference_model: nn.Module = fuse_for_inference(model)
+        if options.eval.tta == "flip":
+            inference_model = FlipAverage(inference_model)
+        if outputs is not None:
+            inference_model = ClassSubset(inference_model, outputs).to(info.device)
         if t.compile:
             inference_model = cast(nn.Module, torch.compile(inference_model))
         with out_of_memory_hint(eval_memory_message(loader.batch_size or 1)):
             return evaluate(inference_model, reporter.bar(loader, len(loader), "eval"), preprocess,
-                            model.num_classes, info.device, effective_amp(t.amp, info.device),
-                            keep_predictions=bool(options.eval.predictions))
+                            len(split.classes), info.device, effective_amp(t.amp, info.device),
+                            keep_predictions=keep_predictions or bool(options.eval.predictions))
 
 
 def write_outputs(options: EvalConfig, run_dir: str, arch: str, classes: list[str], paths: list[str],
-                  r: EvalResult) -> None:
+                  r: EvalResult, extra: dict[str, Any] | None = None) -> None:
     summary = {"top1": r.top1, "top5": r.top5, "loss": r.loss, "images": r.images, "classes": len(classes),
-               "model": arch, "checkpoint": os.path.abspath(options.checkpoint), "skipped_images": len(r.skipped)}
+               "model": arch, "checkpoint": os.path.abspath(options.checkpoint), "skipped_images": len(r.skipped),
+               **(extra or {})}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with open(os.path.join(run_dir, "per_class.csv"), "w", newline="") as f:

@@ -1,6 +1,7 @@
 """Building the pieces of a training run from its typed options: data, model, optimisation."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract
 from ..processes.distributed import DistInfo
 from ..validation import check_batch_split
 from .checkpoint import check_resume_option
-from .optim import LrSchedule
+from .optim import SQRT_SCALED, LrSchedule, batch_scaled_lr
 
 
 def check_model_name(name: str | None, how: str = "model=...") -> None:
@@ -34,6 +35,19 @@ def check_inputs(options: TrainConfig) -> None:
     train_path, classes = check_data_root(options.data)
     if classes:  # shards: checked once their index is read
         resolve_num_classes(m.num_classes, classes, train_path)
+
+
+def resolve_lr(options: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """The options with ``optim.lr`` scaled to the global batch and ``optim.lr_base_batch`` spent (so that
+    config.yaml and the checkpoint hold the rate in use, and running them again scales nothing twice);
+    a line saying what was scaled, if anything."""
+    o, batch = options.optim, options.data.batch_size
+    if o.lr_base_batch is None:
+        return options, None
+    lr = batch_scaled_lr(o, batch)
+    rule = "square root" if o.name in SQRT_SCALED else "linear"
+    note = f"optim.lr {o.lr:g} for a batch of {o.lr_base_batch} is {lr:g} for the global batch of {batch} ({rule})"
+    return dataclasses.replace(options, optim=dataclasses.replace(o, lr=lr, lr_base_batch=None)), note
 
 
 def effective_amp(amp: str, device: torch.device) -> str:

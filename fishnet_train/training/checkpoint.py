@@ -198,6 +198,16 @@ def restore_training_state(
     return Progress(**state["progress"])
 
 
+def keep_epoch_checkpoint(ckpt_dir: str, epoch: int, keep: int) -> None:
+    """Copy last.pt to ``epoch-NNNN.pt`` (epochs counted from 1) and remove all but the newest ``keep`` of
+    them: the history ``fishnet-average`` averages. The copy comes first, so a crash between the two
+    leaves one too many, never one too few."""
+    copy_atomic(os.path.join(ckpt_dir, "last.pt"), os.path.join(ckpt_dir, f"epoch-{epoch:04d}.pt"))
+    history = sorted(glob.glob(os.path.join(ckpt_dir, "epoch-[0-9][0-9][0-9][0-9].pt")))
+    for old in history[:-keep]:
+        os.remove(old)
+
+
 NO_RESUME = (None, "", "null", "none")
 
 

@@ -28,11 +28,11 @@ from ..reporting import Reporter, epoch_line
 from ..validation import check_options
 from .build import (
     TrainData, build_data, build_model, build_schedule, check_inputs, effective_amp, load_pretrained,
-    resolve_num_classes,
+    resolve_lr, resolve_num_classes,
 )
 from .checkpoint import (
-    Progress, copy_atomic, load_training_state, restore_training_state, resume_path, rng_state, save_atomic,
-    training_state,
+    Progress, copy_atomic, keep_epoch_checkpoint, load_training_state, restore_training_state, resume_path, rng_state,
+    save_atomic, training_state,
 )
 from .ema import WeightAverage
 from .evaluate import EvalResult, evaluate
@@ -123,8 +123,11 @@ def fail_together(info: DistInfo, error: Exception) -> None:
 
 
 def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter) -> Run:
+    options, lr_note = resolve_lr(options)
     t, d = options.trainer, options.data
     reporter.info(configure_process(settings_for(t, info.rank, info.device)))
+    if lr_note:
+        reporter.info(lr_note)
     splits = index_data(d, info, run_dir, reporter)
     num_classes = resolve_num_classes(options.model.num_classes, splits[0].classes, splits[0].root)
     data = build_data(d, splits, info, t.accum_steps, t.seed, t.channels_last)
@@ -224,6 +227,8 @@ def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None =
         # The line before the checkpoint: a run stopped between the two redoes the epoch and drops it.
         run.reporter.epoch_metrics(record)
         save_checkpoint(run, best=is_best)
+        if t.keep_epochs and run.info.is_main:
+            keep_epoch_checkpoint(run.ckpt_dir, epoch + 1, t.keep_epochs)
     return record
 
 

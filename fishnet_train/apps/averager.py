@@ -1,0 +1,99 @@
+"""The averaging app (fishnet-average): one set of weights, the mean of several checkpoints' (Izmailov et al.
+2018, "Averaging Weights Leads to Wider Optima"; Wortsman et al. 2022, "Model soups"), that eval, predict,
+export and fine-tuning read like any checkpoint."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader, RandomSampler
+
+from ..data import BatchPreprocess, ImageFolderDataset
+from ..data.datasets import collate
+from ..data.folders import find_split
+from ..data.shards import index_file, read_shard_split
+from ..data.transforms import TrainTransform
+from ..errors import CheckpointError, UserError
+from ..models.weights import WEIGHTS_FORMAT
+from ..training.checkpoint import save_atomic
+from .trained_model import CHECKPOINT_DATA_KEYS, LoadedCheckpoint, build_trained_model, load_checkpoint
+
+
+@dataclass(frozen=True)
+class BatchNormData:
+    """Train images to recompute the BatchNorm statistics of the averaged weights on."""
+    root: str  # an ImageFolder root or a shard folder, holding train/ (or train-index.npz)
+    batches: int = 50
+    batch_size: int = 64
+    workers: int = 4
+    seed: int = 0
+
+
+def average_checkpoints(paths: list[str], use_ema: bool = False) -> tuple[LoadedCheckpoint, dict[str, torch.Tensor]]:
+    """The first checkpoint (whose metadata the average keeps) and the mean of every checkpoint's weights.
+    Floating-point tensors, BatchNorm statistics included, are averaged in float64; counters
+    (``num_batches_tracked``) are taken from the last file."""
+    if len(paths) < 2:
+        raise UserError(f"fishnet-average needs two checkpoints or more, got {len(paths)}")
+    ckpts = [load_checkpoint(path, None, use_ema) for path in paths]
+    first = ckpts[0]
+    for ckpt in ckpts[1:]:
+        check_compatible(first, ckpt)
+    mean = {}
+    for key, value in ckpts[-1].state.items():
+        if value.is_floating_point():
+            mean[key] = torch.stack([ckpt.state[key].double() for ckpt in ckpts]).mean(0).to(value.dtype)
+        else:
+            mean[key] = value.clone()
+    return first, mean
+
+
+def check_compatible(first: LoadedCheckpoint, other: LoadedCheckpoint) -> None:
+    """Weights average only within one architecture and one set of classes."""
+    if (first.arch, first.num_classes) != (other.arch, other.num_classes):
+        raise CheckpointError(f"{other.path} is a {other.arch} with {other.num_classes} classes, {first.path} a "
+                              f"{first.arch} with {first.num_classes}: average checkpoints of one run")
+    if first.classes is not None and other.classes is not None and first.classes != other.classes:
+        raise CheckpointError(f"{other.path} was trained on other classes than {first.path}: average checkpoints "
+                              "of one run")
+    shapes = {k: tuple(v.shape) for k, v in first.state.items()}
+    if shapes != {k: tuple(v.shape) for k, v in other.state.items()}:
+        raise CheckpointError(f"{other.path} and {first.path} hold different weights (keys or shapes): average "
+                              "checkpoints of one run")
+
+
+def recompute_batch_norm(ckpt: LoadedCheckpoint, state: dict[str, torch.Tensor],
+                         data: BatchNormData) -> dict[str, torch.Tensor]:
+    """The averaged weights with BatchNorm statistics measured anew on ``data.batches`` random train batches
+    (the average of the statistics is not the statistics of the average)."""
+    split = read_shard_split(data.root, "train") if os.path.isfile(index_file(data.root, "train")) else \
+        find_split(data.root, "train")
+    crop = int(ckpt.data.get("train_crop", ckpt.data.get("val_crop", 224)))
+    dataset = ImageFolderDataset(split, TrainTransform(crop, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.0, None, "fast"),
+                                 train=True, bad_images="skip")
+    sampler = RandomSampler(dataset, num_samples=data.batches * data.batch_size,
+                            generator=torch.Generator().manual_seed(data.seed))
+    loader = DataLoader(dataset, data.batch_size, sampler=sampler, num_workers=data.workers, collate_fn=collate)
+    model = build_trained_model(LoadedCheckpoint(ckpt.path, ckpt.arch, ckpt.num_classes, state, ckpt.data,
+                                                 ckpt.classes))
+    preprocess = BatchPreprocess(ckpt.data.get("mean", (0.485, 0.456, 0.406)),
+                                 ckpt.data.get("std", (0.229, 0.224, 0.225)), torch.device("cpu"), True)
+    with torch.no_grad():
+        update_bn((preprocess(images) for images, *_ in loader), model.to(memory_format=torch.channels_last))
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def average(paths: list[str], output: str, use_ema: bool = False, bn_data: BatchNormData | None = None) -> str:
+    """Write the average of ``paths`` to ``output``; returns the architecture."""
+    first, state = average_checkpoints(paths, use_ema)
+    if bn_data is not None:
+        state = recompute_batch_norm(first, state, bn_data)
+    save_atomic({
+        "format": WEIGHTS_FORMAT, "arch": first.arch, "num_classes": first.num_classes, "classes": first.classes,
+        "data": {k: v for k, v in first.data.items() if k in CHECKPOINT_DATA_KEYS},
+        "model": state, "averaged": [os.path.abspath(p) for p in paths], "ema": use_ema,
+        "batch_norm": "recomputed" if bn_data is not None else "averaged",
+    }, output)
+    return first.arch

@@ -1,0 +1,95 @@
+"""fishnet-average: the mean of several checkpoints' weights, read back like any checkpoint."""
+import pytest
+import torch
+
+from fishnet_train.apps.averager import average
+from fishnet_train.apps.trained_model import load_checkpoint
+from fishnet_train.errors import CheckpointError, UserError
+from fishnet_train.models import create_model
+from fishnet_train.models.weights import WEIGHTS_FORMAT
+
+from ..conftest import write_image_folder
+from ..helpers import assert_ok, assert_user_error, eval_in_process, run_cli
+
+CLASSES = ["class_0", "class_1", "class_2"]
+
+
+def checkpoint(path, seed, arch="fishnet99", classes=CLASSES, ema=False):
+    """A training-like checkpoint with weights and BN statistics of its own."""
+    torch.manual_seed(seed)
+    state = create_model(arch, num_classes=len(classes)).state_dict()
+    for key, value in state.items():
+        if value.is_floating_point():
+            value.copy_(torch.rand_like(value) + 0.5)
+        else:
+            value.fill_(seed)  # num_batches_tracked
+    extra = {"model_ema": {k: v * 2 for k, v in state.items()}} if ema else {}
+    # The evaluation sizes, as an exported file carries them: small, for a fast CPU test.
+    torch.save({"format": WEIGHTS_FORMAT, "data": {"val_resize": 36, "val_crop": 32}, "model": state, "arch": arch,
+                "classes": classes, **extra}, path)
+    return path
+
+
+def test_the_average_is_the_mean_of_every_weight_and_statistic_and_evaluates(tmp_path):
+    paths = [str(checkpoint(tmp_path / f"{i}.pt", seed)) for i, seed in enumerate((1, 2, 4))]
+    average(paths, str(tmp_path / "avg.pt"))
+    got = load_checkpoint(str(tmp_path / "avg.pt"), None)
+    states = [torch.load(p, weights_only=True)["model"] for p in paths]
+    assert got.arch == "fishnet99" and got.classes == CLASSES and got.data == {"val_resize": 36, "val_crop": 32}
+    for key, value in got.state.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, sum(s[key] for s in states) / 3, atol=1e-6), key
+        else:
+            assert int(value) == 4, key  # counters: the last file's
+    data = write_image_folder(tmp_path / "data", ext="jpg")
+    assert eval_in_process(tmp_path / "avg.pt", data, tmp_path / "eval").images == 9
+
+
+def test_the_ema_weights_are_averaged_when_asked(tmp_path):
+    paths = [str(checkpoint(tmp_path / f"{i}.pt", i, ema=True)) for i in (1, 2)]
+    average(paths, str(tmp_path / "avg.pt"), use_ema=True)
+    key = "classifier.fc.weight"
+    expected = sum(torch.load(p, weights_only=True)["model_ema"][key] for p in paths) / 2
+    assert torch.allclose(load_checkpoint(str(tmp_path / "avg.pt"), None).state[key], expected)
+
+
+@pytest.mark.parametrize("other, message", [
+    (dict(arch="fishnet150"), "is a fishnet150 with 3 classes"),
+    (dict(classes=["a", "b", "c"]), "trained on other classes"),
+    (dict(classes=CLASSES + ["class_3"]), "with 4 classes"),
+])
+def test_checkpoints_of_other_runs_are_refused(tmp_path, other, message):
+    paths = [str(checkpoint(tmp_path / "a.pt", 1)), str(checkpoint(tmp_path / "b.pt", 2, **other))]
+    with pytest.raises(CheckpointError, match=message):
+        average(paths, str(tmp_path / "avg.pt"))
+    assert not (tmp_path / "avg.pt").exists()
+
+
+def test_one_checkpoint_is_not_an_average(tmp_path):
+    with pytest.raises(UserError, match="needs two checkpoints or more"):
+        average([str(checkpoint(tmp_path / "a.pt", 1))], str(tmp_path / "avg.pt"))
+
+
+def test_the_command_recomputes_batch_norm_statistics_on_train_jpegs_with_workers(tmp_path):
+    paths = [str(checkpoint(tmp_path / f"{i}.pt", i)) for i in (1, 2)]
+    data = write_image_folder(tmp_path / "data", ext="jpg")
+    result = run_cli("fishnet-average", *paths, "-o", str(tmp_path / "bn.pt"), "--bn-data", str(data),
+                     "--bn-batches", "3", "--batch-size", "4", "--workers", "2")
+    assert_ok(result)
+    assert "BatchNorm statistics recomputed on train batches" in result.stdout
+    assert_ok(run_cli("fishnet-average", *paths, "-o", str(tmp_path / "avg.pt")))
+    bn, avg = (load_checkpoint(str(tmp_path / n), None).state for n in ("bn.pt", "avg.pt"))
+    stats = [k for k in bn if k.endswith("running_mean")]
+    assert stats and all(not torch.allclose(bn[k], avg[k]) for k in stats)
+    assert all(int(bn[k]) == 3 for k in bn if k.endswith("num_batches_tracked"))  # --bn-batches batches seen
+    learned = [k for k in bn if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert [k for k in learned if not torch.equal(bn[k], avg[k])] == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bn-data", "/nonexistent"], "--bn-data /nonexistent is not a directory"),
+    (["missing.pt"], "checkpoint not found"),
+])
+def test_bad_inputs_are_one_line(tmp_path, args, message):
+    paths = [str(checkpoint(tmp_path / f"{i}.pt", i)) for i in (1, 2)]
+    assert_user_error(run_cli("fishnet-average", "-o", str(tmp_path / "x.pt"), *paths, *args), message)

@@ -1,0 +1,68 @@
+"""The rate scaled to the global batch (``optim.lr_base_batch``) and the epoch checkpoints kept beside last.pt
+(``trainer.keep_epochs``), through a run that crashes and resumes."""
+import dataclasses
+import math
+
+import pytest
+import torch
+import yaml
+
+from fishnet_train.config import OptimConfig
+from fishnet_train.training.build import build_schedule, resolve_lr
+from fishnet_train.training.checkpoint import keep_epoch_checkpoint
+from fishnet_train.training.optim import batch_scaled_lr
+from fishnet_train.training.trainer import train
+
+from ..helpers import Crash, crash_at, metrics, saved_state
+
+
+@pytest.mark.parametrize("name, lr, base, batch, expected", [
+    ("sgd", 0.1, 256, 1024, 0.4),  # Goyal et al.: linear
+    ("lars", 0.1, 256, 128, 0.05),
+    ("sgd", 0.1, None, 1024, 0.1),  # null: as given
+    ("adamw", 1e-3, 256, 1024, 2e-3),  # square root
+    ("lamb", 5e-3, 4096, 1024, 2.5e-3),
+])
+def test_the_rate_scales_linearly_for_sgd_and_by_the_square_root_for_adaptive_optimizers(name, lr, base, batch,
+                                                                                         expected):
+    assert batch_scaled_lr(OptimConfig(name=name, lr=lr, lr_base_batch=base), batch) == pytest.approx(expected)
+
+
+def test_the_resolved_options_hold_the_rate_in_use_so_that_running_them_again_scales_nothing_twice(tiny_cfg):
+    options, note = resolve_lr(tiny_cfg("optim.lr_base_batch=3", "optim.name=adamw", "optim.lr=0.01"))
+    assert options.optim.lr == pytest.approx(0.01 * math.sqrt(2)) and options.optim.lr_base_batch is None
+    assert note == "optim.lr 0.01 for a batch of 3 is 0.0141421 for the global batch of 6 (square root)"
+    assert resolve_lr(options) == (options, None)
+
+
+def test_a_scaled_rate_and_the_epoch_history_survive_a_crash_and_resume(tiny_cfg, tmp_path):
+    options = tiny_cfg("trainer.epochs=3", "optim.lr_base_batch=3", "trainer.keep_epochs=2")  # batch 6: lr x2
+    run_dir = tmp_path / "run"
+    with pytest.raises(Crash):
+        train(options, str(run_dir), after_step=crash_at(6))  # in epoch 2 of 3 (4 steps each)
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.pt")) == ["epoch-0001.pt"]
+    train(options, str(run_dir))
+    scaled = dataclasses.replace(options.optim, lr=2 * options.optim.lr)
+    schedule = build_schedule(scaled, options.schedule, steps_per_epoch=4, epochs=3)
+    assert [r["lr"] for r in metrics(run_dir)] == pytest.approx([schedule(s - 1) for s in (4, 8, 12)])
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]
+    assert (saved["lr"], saved["lr_base_batch"]) == (pytest.approx(0.004), None)
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.pt"))
+    assert kept == ["epoch-0002.pt", "epoch-0003.pt"]
+    last, third = saved_state(run_dir), saved_state(run_dir, "epoch-0003.pt")
+    assert all(torch.equal(last["model"][k], third["model"][k]) for k in last["model"])
+    assert saved_state(run_dir, "epoch-0002.pt")["progress"]["epoch"] == 2
+
+
+def test_without_keep_epochs_only_last_and_best_are_written(tiny_cfg, tmp_path):
+    train(tiny_cfg("trainer.epochs=1"), str(tmp_path / "run"))
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_the_history_keeps_the_newest_epochs_and_leaves_other_files_alone(tmp_path):
+    for name in ("last.pt", "best.pt", "epoch-0001.pt", "epoch-0002.pt", "epoch-notes.txt"):
+        (tmp_path / name).write_bytes(name.encode())
+    keep_epoch_checkpoint(str(tmp_path), 3, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.pt", "epoch-0002.pt", "epoch-0003.pt", "epoch-notes.txt", "last.pt"]
+    assert (tmp_path / "epoch-0003.pt").read_bytes() == b"last.pt"
