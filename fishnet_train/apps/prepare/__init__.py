@@ -1,0 +1,121 @@
+"""``fishnet-prepare``: ImageNet as downloaded (the official tars or Kaggle's folders) into a ``data.root``:
+tar shards (``data.format=shards``) or class folders (``data.format=folder``), streamed from the
+download without extracting it, in parallel, resumable."""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import resource
+import signal
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from tqdm import tqdm
+
+from ...errors import UserError
+from .plan import Shard, plan_shards
+from .sources import SourceSplit, find_source
+from .writers import Task, clean_folders, clean_shards, make_task, run_task, shard_done, write_index
+
+FULL_IMAGENET = (1_281_167, 50_000, 1_000)  # train images, val images, classes
+FORMATS = ("shards", "folder")
+
+
+@dataclass(frozen=True)
+class Summary:
+    files: int  # written by this run
+    bytes: int
+    done_before: int  # files an earlier run had written
+    seconds: float
+    peak_rss_mb: float  # this process
+    worker_rss_mb: float  # the largest worker
+
+    def line(self) -> str:
+        mb, seconds = self.bytes / 1e6, max(self.seconds, 1e-9)
+        return (f"prepared {self.files:,} files ({mb:,.1f} MB) in {self.seconds:.1f} s: {self.files / seconds:,.0f} "
+                f"files/s, {mb / seconds:,.1f} MB/s; peak RSS {self.peak_rss_mb:,.0f} MB, largest worker "
+                f"{self.worker_rss_mb:,.0f} MB; {self.done_before:,} files were done by an earlier run")
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None, shard_mb: int = 256,
+            subset: bool = False, out: Callable[[str], None] = print) -> Summary:
+    """Write ImageNet found under ``src`` into ``dst`` in the format ``fmt``; every problem is a UserError."""
+    if fmt not in FORMATS or shard_mb < 1 or workers is not None and workers < 1:
+        raise UserError(f"format {fmt!r}, shard size {shard_mb} MiB, workers {workers}: expected a format of "
+                        f"{FORMATS}, at least 1 MiB and at least 1 worker")
+    start = time.perf_counter()
+    _check_writable(dst)
+    with ExitStack() as stack:
+        pool = None
+        if (workers or default_workers()) > 1:
+            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+            pool = stack.enter_context(context.Pool(workers or default_workers(), initializer=_die_with_parent))
+        layout, train, val = find_source(src, pool.imap if pool else map)
+        _check_counts(src, layout, train, val, subset, out)
+        splits, done_before = (train, val), 0
+        todo: list[tuple[SourceSplit, Shard]] = []
+        plans = [plan_shards(split, shard_mb << 20) for split in splits]
+        for split, shards in zip(splits, plans):
+            if fmt == "shards":
+                clean_shards(dst, split.name, shards)
+            else:
+                clean_folders(dst, split)
+            for shard in shards:
+                if fmt == "shards" and shard_done(dst, shard):
+                    done_before += shard.end - shard.start
+                else:
+                    todo.append((split, shard))
+        tasks: Iterator[Task] = (make_task(dst, split, shard, fmt == "folder") for split, shard in todo)
+        files = written = 0
+        with tqdm(total=len(train) + len(val), initial=done_before, unit="files", disable=None) as bar:
+            for samples, task_files, task_bytes in (pool.imap_unordered(run_task, tasks) if pool
+                                                    else map(run_task, tasks)):
+                files, written = files + task_files, written + task_bytes
+                done_before += samples - task_files  # folders: files an earlier run wrote
+                bar.update(samples)
+        if fmt == "shards":
+            for split, shards in zip(splits, plans):
+                write_index(dst, split, shards)
+    kb = 1 if os.uname().sysname == "Linux" else 1 / 1024  # ru_maxrss: KiB on Linux, bytes on macOS
+    return Summary(files, written, done_before, time.perf_counter() - start,
+                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kb / 1024,
+                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb / 1024)
+
+
+def _check_writable(dst: str) -> None:
+    try:
+        os.makedirs(dst, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=dst, prefix=".write-test")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write into {dst}: {e.strerror or e}") from None
+
+
+def _check_counts(src: str, layout: str, train: SourceSplit, val: SourceSplit, subset: bool,
+                  out: Callable[[str], None]) -> None:
+    found = (len(train), len(val), len(train.classes))
+    if found == FULL_IMAGENET:
+        return
+    line = (f"{src} ({layout} layout) holds {found[0]:,} train and {found[1]:,} val images of {found[2]:,} classes "
+            f"where ImageNet-1k has {FULL_IMAGENET[0]:,}, {FULL_IMAGENET[1]:,} and {FULL_IMAGENET[2]:,}")
+    if not subset:
+        raise UserError(f"{line}: an incomplete download? (--subset prepares a deliberate subset)")
+    out(f"--subset: {line}")
+
+
+def _die_with_parent() -> None:
+    """Pool workers end with a killed run (Linux), instead of finishing queued shards beside a re-run."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
