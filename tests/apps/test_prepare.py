@@ -182,9 +182,12 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     ("no-csv", ["LOC_val_solution.csv not found"]),
     ("unknown-wnid", ["ILSVRC2012_val_00000001.JPEG is labelled n09999999", "not one of the 3 train classes"]),
     ("no-mapping", ["LOC_synset_mapping.txt not found"]),
+    ("empty-class", ["ILSVRC2012_img_train.tar: no image of the class n01443537"]),
 ])
 def test_damaged_downloads_are_one_line_and_exit_2(damage, fragments, tmp_path, monkeypatch, capsys):
     small = make_download(train_per_class=2, val_per_class=1)
+    if damage == "empty-class":
+        small.train[WNIDS[1]] = {}
     if damage in ("no-csv", "unknown-wnid", "no-mapping"):
         src = write_kaggle(tmp_path / "src", small, csv_labels={"ILSVRC2012_val_00000001.JPEG": "n09999999"}
                            if damage == "unknown-wnid" else None)
@@ -195,7 +198,7 @@ def test_damaged_downloads_are_one_line_and_exit_2(damage, fragments, tmp_path, 
         devkit = src / "ILSVRC2012_devkit_t12.tar.gz"
         {"truncate-train": lambda: truncate(src / "ILSVRC2012_img_train.tar"),
          "truncate-val": lambda: truncate(src / "ILSVRC2012_img_val.tar"), "no-devkit": devkit.unlink,
-         "garbage-devkit": lambda: devkit.write_bytes(b"\x1f\x8b not a gzip"), "non-leaf-truth": lambda: None}[damage]()
+         "garbage-devkit": lambda: devkit.write_bytes(b"\x1f\x8b not a gzip")}.get(damage, lambda: None)()
     code, _, err = run_main(monkeypatch, capsys, src, tmp_path / "dst", "--subset", "--workers", "1")
     assert code == 2 and err.count("\n") == 1 and all(f in err for f in fragments), err
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
-import resource
 import signal
 import tempfile
 import time
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from ...errors import UserError
 from .plan import Shard, plan_shards
 from .sources import SourceSplit, find_source
-from .writers import Task, clean_folders, clean_shards, make_task, run_task, shard_done, write_index
+from .writers import Task, clean_folders, clean_shards, make_task, peak_rss_mb, run_task, shard_done, write_index
 
 FULL_IMAGENET = (1_281_167, 50_000, 1_000)  # train images, val images, classes
 FORMATS = ("shards", "folder")
@@ -31,14 +30,16 @@ class Summary:
     bytes: int
     done_before: int  # files an earlier run had written
     seconds: float
+    start_rss_mb: float  # this process before preparing: the imports (torch's mostly)
     peak_rss_mb: float  # this process
-    worker_rss_mb: float  # the largest worker
+    worker_rss_mb: float  # the largest worker process, 0 without
 
     def line(self) -> str:
         mb, seconds = self.bytes / 1e6, max(self.seconds, 1e-9)
+        workers = f"largest worker {self.worker_rss_mb:,.0f} MB" if self.worker_rss_mb else "no worker processes"
         return (f"prepared {self.files:,} files ({mb:,.1f} MB) in {self.seconds:.1f} s: {self.files / seconds:,.0f} "
-                f"files/s, {mb / seconds:,.1f} MB/s; peak RSS {self.peak_rss_mb:,.0f} MB, largest worker "
-                f"{self.worker_rss_mb:,.0f} MB; {self.done_before:,} files were done by an earlier run")
+                f"files/s, {mb / seconds:,.1f} MB/s; peak RSS {self.peak_rss_mb:,.0f} MB ({self.start_rss_mb:,.0f} MB "
+                f"before preparing), {workers}; {self.done_before:,} files were done by an earlier run")
 
 
 def default_workers() -> int:
@@ -52,7 +53,7 @@ def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None,
     if fmt not in FORMATS or shard_mb < 1 or workers is not None and workers < 1:
         raise UserError(f"format {fmt!r}, shard size {shard_mb} MiB, workers {workers}: expected a format of "
                         f"{FORMATS}, at least 1 MiB and at least 1 worker")
-    start = time.perf_counter()
+    start, start_rss = time.perf_counter(), peak_rss_mb()
     _check_writable(dst)
     with ExitStack() as stack:
         pool = None
@@ -76,19 +77,18 @@ def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None,
                     todo.append((split, shard))
         tasks: Iterator[Task] = (make_task(dst, split, shard, fmt == "folder") for split, shard in todo)
         files = written = 0
+        worker_rss = 0.0 if pool else peak_rss_mb()
         with tqdm(total=len(train) + len(val), initial=done_before, unit="files", disable=None) as bar:
-            for samples, task_files, task_bytes in (pool.imap_unordered(run_task, tasks) if pool
-                                                    else map(run_task, tasks)):
-                files, written = files + task_files, written + task_bytes
+            for samples, task_files, task_bytes, rss in (pool.imap_unordered(run_task, tasks) if pool
+                                                         else map(run_task, tasks)):
+                files, written, worker_rss = files + task_files, written + task_bytes, max(worker_rss, rss)
                 done_before += samples - task_files  # folders: files an earlier run wrote
                 bar.update(samples)
         if fmt == "shards":
             for split, shards in zip(splits, plans):
                 write_index(dst, split, shards)
-    kb = 1 if os.uname().sysname == "Linux" else 1 / 1024  # ru_maxrss: KiB on Linux, bytes on macOS
-    return Summary(files, written, done_before, time.perf_counter() - start,
-                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kb / 1024,
-                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb / 1024)
+    return Summary(files, written, done_before, time.perf_counter() - start, start_rss, peak_rss_mb(),
+                   worker_rss if pool else 0.0)
 
 
 def _check_writable(dst: str) -> None:

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+from tqdm import tqdm
 
 from ...data.index import SampleIndex
 from ...errors import UserError
@@ -114,12 +115,16 @@ def _images(rows: Iterable[Row]) -> list[Row]:
     return sorted(r for r in rows if has_file_allowed_extension(r[0], IMG_EXTENSIONS))
 
 
-def _check_classes(source: str, classes: list[str], files: list[list[Row]]) -> None:
+def _class_rows(source: str, classes: list[str], files: Iterable[list[Row]]) -> Iterator[tuple[str, int, int, int]]:
+    """(sample name, target, size, offset) from each class's files, taken as they come: a list of every
+    file would hold ~200 MB."""
     if len(set(classes)) != len(classes):
         raise UserError(f"{source} lists a class twice")
-    empty = [c for c, rows in zip(classes, files) if not rows]
-    if empty:
-        raise UserError(f"{source}: no image for the classes {', '.join(empty[:5])}; every class needs some")
+    listed = tqdm(files, total=len(classes), desc=f"listing {source}", unit="classes", disable=None, leave=False)
+    for target, (wnid, class_files) in enumerate(zip(classes, listed)):
+        if not class_files:
+            raise UserError(f"{source}: no image of the class {wnid}; every class needs some")
+        yield from ((f"{wnid}/{name}", target, size, offset) for name, size, offset in class_files)
 
 
 def _inner_tar(job: tuple[str, str, int, int]) -> list[Row]:
@@ -139,11 +144,8 @@ def _official_train(path: str, imap: Imap) -> SourceSplit:
             raise UserError(f"{path} holds {name!r}: the training archive holds one <wnid>.tar per class")
     inner.sort()
     classes = [name[:-len(".tar")] for name, _, _ in inner]
-    files = list(imap(_inner_tar, [(path, wnid, offset, size) for wnid, (_, size, offset) in zip(classes, inner)]))
-    _check_classes(path, classes, files)
-    rows = ((f"{wnid}/{name}", target, size, offset)
-            for target, (wnid, class_files) in enumerate(zip(classes, files)) for name, size, offset in class_files)
-    return _split("train", classes, rows, SourceRef(archive=path))
+    files = imap(_inner_tar, [(path, wnid, offset, size) for wnid, (_, size, offset) in zip(classes, inner)])
+    return _split("train", classes, _class_rows(path, classes, files), SourceRef(archive=path))
 
 
 def _labelled(source: str, classes: list[str], rows: Iterable[tuple[str, str, int, int]]) -> Iterator[tuple]:
@@ -184,11 +186,8 @@ def _kaggle_train(src: str, imap: Imap) -> SourceSplit:
     unknown = [c for c in classes if c not in known]
     if unknown:
         raise UserError(f"{folder}: the class folders {', '.join(unknown[:5])} are not in {KAGGLE_SYNSETS}")
-    files = list(imap(_folder_files, [os.path.join(folder, c) for c in classes]))
-    _check_classes(folder, classes, files)
-    rows = ((f"{wnid}/{name}", target, size, 0)
-            for target, (wnid, class_files) in enumerate(zip(classes, files)) for name, size, _ in class_files)
-    return _split("train", classes, rows, SourceRef(folder=folder))
+    files = imap(_folder_files, [os.path.join(folder, c) for c in classes])
+    return _split("train", classes, _class_rows(folder, classes, files), SourceRef(folder=folder))
 
 
 def _kaggle_val(src: str, classes: list[str]) -> SourceSplit:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import resource
+import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -45,13 +47,18 @@ def make_task(dst: str, split: SourceSplit, shard: Shard, folder: bool) -> Task:
                 split.sizes[span].tolist(), split.offsets[span].tolist(), folder)
 
 
-def run_task(task: Task) -> tuple[int, int, int]:
-    """Write the task's output; (samples, files written, bytes written)."""
+def run_task(task: Task) -> tuple[int, int, int, float]:
+    """Write the task's output; (samples, files written, bytes written, this process's peak RSS in MB)."""
     reader = SampleReader(task.ref)
     try:
-        return _write_files(task, reader) if task.folder else _write_shard(task, reader)
+        return (*(_write_files(task, reader) if task.folder else _write_shard(task, reader)), peak_rss_mb())
     finally:
         reader.close()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
 
 
 def _write_shard(task: Task, reader: SampleReader) -> tuple[int, int, int]:
