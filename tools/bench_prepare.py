@@ -4,15 +4,16 @@
 
 Writes ``ILSVRC2012_img_train.tar`` (one inner tar per class), ``ILSVRC2012_img_val.tar`` and a devkit
 into a temporary folder (500x375 JPEGs at quality 90, ~115 KB each, like ImageNet's ~110 KB), then runs
-the command once per worker count, each into a fresh output folder, and prints files/s, MB/s and peak
-RSS (the main process, before and after preparing, and the largest worker). The archives are read from the
-page cache.
+the command for each worker count, alternately, each into a fresh output folder after a sync, and prints
+files/s, MB/s and peak RSS (the main process, before and after preparing, and the largest worker). The
+archives are read from the page cache.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -71,6 +72,7 @@ def write_download(root: str, classes: int, per_class: int, val_per_class: int) 
 
 
 def run(src: str, dst: str, workers: int, fmt: str, shard_mb: int) -> tuple[float, str]:
+    os.sync()  # the previous run's output written back first: it would slow this run's writes
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "fishnet_train.cli.prepare", src, dst, "--subset", "--workers",
                              str(workers), "--format", fmt, "--shard-mb", str(shard_mb)], cwd=ROOT,
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, len(os.sched_getaffinity(0))}))
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each worker count, alternated")
     parser.add_argument("--format", choices=("shards", "folder"), default="shards")
     parser.add_argument("--shard-mb", type=int, default=16,
                         help="16 (default): a dozen shards per split, as ImageNet makes hundreds of 256 MiB")
@@ -99,9 +102,12 @@ def main() -> None:
         files = args.classes * (args.per_class + args.val_per_class)
         print(f"download: {files:,} files, {size / 1e6:,.1f} MB ({size / files / 1e3:.0f} KB per file), "
               f"written in {time.perf_counter() - start:.1f} s")
-        for workers in args.workers:
-            seconds, summary = run(src, os.path.join(tmp, f"out-{workers}"), workers, args.format, args.shard_mb)
-            print(f"--workers {workers}: {summary}; the command took {seconds:.1f} s with its start-up")
+        for repeat in range(args.repeats):
+            for workers in args.workers:
+                dst = os.path.join(tmp, f"out-{workers}-{repeat}")
+                seconds, summary = run(src, dst, workers, args.format, args.shard_mb)
+                print(f"--workers {workers}: {summary}; the command took {seconds:.1f} s with its start-up")
+                shutil.rmtree(dst)
 
 
 if __name__ == "__main__":
