@@ -38,6 +38,9 @@ def main() -> None:
     except OSError as e:  # a full disk, a folder made read-only meanwhile
         print(f"error: writing {args.dst} failed: {e.strerror or e}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
+    except KeyboardInterrupt:
+        print("error: interrupted; the same command resumes", file=sys.stderr)
+        sys.exit(130)
     print(summary.line())
 
 

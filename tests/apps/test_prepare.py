@@ -138,6 +138,11 @@ def crafted(kind: str, tmp_path: Path) -> tarfile.TarInfo:
     return info
 
 
+REASONS = {"dotdot": "'..' component", "absolute": "an absolute name", "symlink": "a link", "hardlink": "a link",
+           "device": "a device, fifo", "fifo": "a device, fifo", "backslash": "NUL or backslash",
+           "nested": "in a sub-folder"}
+
+
 @pytest.mark.parametrize("kind, where", [
     ("dotdot", "inner"), ("absolute", "inner"), ("symlink", "inner"), ("hardlink", "inner"), ("device", "inner"),
     ("fifo", "inner"), ("backslash", "inner"), ("nested", "inner"), ("dotdot", "val"), ("symlink", "val"),
@@ -150,6 +155,7 @@ def test_crafted_archive_members_are_refused_and_nothing_is_written(kind, where,
     archive = "ILSVRC2012_img_val.tar" if where == "val" else "ILSVRC2012_img_train.tar"
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: refusing member")
     assert repr(member.name) in err and archive in err and (where != "inner" or f"{WNIDS[0]}.tar" in err)
+    assert REASONS[kind] in err
     assert os.listdir(tmp_path / "out") == ["dst"] and tree(tmp_path / "out") == {}
     assert sorted(os.listdir(tmp_path)) == ["out", "src"] and not (tmp_path / "abs.JPEG").exists()
 
@@ -183,6 +189,7 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     ("unknown-wnid", ["ILSVRC2012_val_00000001.JPEG is labelled n09999999", "not one of the 3 train classes"]),
     ("no-mapping", ["LOC_synset_mapping.txt not found"]),
     ("empty-class", ["ILSVRC2012_img_train.tar: no image of the class n01443537"]),
+    ("not-a-class", ["ILSVRC2012_img_train.tar holds '.tar'", "one <wnid>.tar per class"]),
 ])
 def test_damaged_downloads_are_one_line_and_exit_2(damage, fragments, tmp_path, monkeypatch, capsys):
     small = make_download(train_per_class=2, val_per_class=1)
@@ -194,7 +201,9 @@ def test_damaged_downloads_are_one_line_and_exit_2(damage, fragments, tmp_path, 
         (src / {"no-csv": "LOC_val_solution.csv", "no-mapping": "LOC_synset_mapping.txt"}.get(damage, "x")).unlink(
             missing_ok=True)
     else:
-        src = write_official(tmp_path / "src", small, ground_truth=[1, 4, 2] if damage == "non-leaf-truth" else None)
+        member = tarfile.TarInfo(".tar")
+        src = write_official(tmp_path / "src", small, ground_truth=[1, 4, 2] if damage == "non-leaf-truth" else None,
+                             crafted=("outer", member) if damage == "not-a-class" else None)
         devkit = src / "ILSVRC2012_devkit_t12.tar.gz"
         {"truncate-train": lambda: truncate(src / "ILSVRC2012_img_train.tar"),
          "truncate-val": lambda: truncate(src / "ILSVRC2012_img_val.tar"), "no-devkit": devkit.unlink,
@@ -231,3 +240,15 @@ def test_a_killed_run_resumes_to_the_bytes_of_an_uninterrupted_one(sources, refe
     assert tree(dst) == tree(reference)
     assert (dst / "train-000000.tar").stat().st_mtime_ns == kept.st_mtime_ns  # kept, not written again
     shutil.rmtree(dst)
+
+
+@pytest.mark.slow  # a benchmark of two command runs
+def test_the_benchmark_reports_speed_and_memory_for_each_worker_count():
+    result = subprocess.run([sys.executable, "tools/bench_prepare.py", "--classes", "2", "--per-class", "3",
+                             "--val-per-class", "1", "--workers", "1", "2", "--repeats", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("download: 8 files") and len(lines) == 3
+    assert all(re.search(r"prepared 8 files .* files/s, .* MB/s; peak RSS \d+ MB", line) for line in lines[1:])
+    assert "no worker processes" in lines[1] and "largest worker" in lines[2]

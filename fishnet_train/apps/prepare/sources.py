@@ -140,7 +140,7 @@ def _official_train(path: str, imap: Imap) -> SourceSplit:
     with open_tar(path) as tar:
         inner = list(plain_files(tar, path, 0, os.path.getsize(path)))
     for name, _, _ in inner:
-        if not name.endswith(".tar"):
+        if not name.endswith(".tar") or name.startswith("."):  # a class folder named "" or "." would be no class
             raise UserError(f"{path} holds {name!r}: the training archive holds one <wnid>.tar per class")
     inner.sort()
     classes = [name[:-len(".tar")] for name, _, _ in inner]
