@@ -34,7 +34,7 @@ def require_index(root: str, name: str) -> str:
     path = index_file(root, name)
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: data.format=shards needs data.root made by "
-                        "tools/make_shards.py (or use data.format=folder)")
+                        "fishnet-prepare or tools/make_shards.py (or use data.format=folder)")
     return path
 
 

@@ -190,6 +190,7 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     ("no-mapping", ["LOC_synset_mapping.txt not found"]),
     ("empty-class", ["ILSVRC2012_img_train.tar: no image of the class n01443537"]),
     ("not-a-class", ["ILSVRC2012_img_train.tar holds '.tar'", "one <wnid>.tar per class"]),
+    ("twice", ["ILSVRC2012_img_train.tar member n01440764.tar holds 'n01440764_9.JPEG' twice"]),
 ])
 def test_damaged_downloads_are_one_line_and_exit_2(damage, fragments, tmp_path, monkeypatch, capsys):
     small = make_download(train_per_class=2, val_per_class=1)
@@ -201,9 +202,10 @@ def test_damaged_downloads_are_one_line_and_exit_2(damage, fragments, tmp_path, 
         (src / {"no-csv": "LOC_val_solution.csv", "no-mapping": "LOC_synset_mapping.txt"}.get(damage, "x")).unlink(
             missing_ok=True)
     else:
-        member = tarfile.TarInfo(".tar")
+        crafted = {"not-a-class": ("outer", tarfile.TarInfo(".tar")),
+                   "twice": ("inner", tarfile.TarInfo(f"{WNIDS[0]}_9.JPEG"))}.get(damage)
         src = write_official(tmp_path / "src", small, ground_truth=[1, 4, 2] if damage == "non-leaf-truth" else None,
-                             crafted=("outer", member) if damage == "not-a-class" else None)
+                             crafted=crafted)
         devkit = src / "ILSVRC2012_devkit_t12.tar.gz"
         {"truncate-train": lambda: truncate(src / "ILSVRC2012_img_train.tar"),
          "truncate-val": lambda: truncate(src / "ILSVRC2012_img_val.tar"), "no-devkit": devkit.unlink,

@@ -110,9 +110,13 @@ def _split(name: str, classes: list[str], rows: Iterable[tuple[str, int, int, in
     return SourceSplit(name, classes, samples, np.array(sizes, np.int64), np.array(offsets, np.int64), ref)
 
 
-def _images(rows: Iterable[Row]) -> list[Row]:
-    """The image files an ImageFolder would list, sorted by name."""
-    return sorted(r for r in rows if has_file_allowed_extension(r[0], IMG_EXTENSIONS))
+def _images(rows: Iterable[Row], source: str) -> list[Row]:
+    """The image files an ImageFolder would list, sorted by name; a name twice is a damaged archive."""
+    images = sorted(r for r in rows if has_file_allowed_extension(r[0], IMG_EXTENSIONS))
+    twice = next((a[0] for a, b in zip(images, images[1:]) if a[0] == b[0]), None)
+    if twice is not None:
+        raise UserError(f"{source} holds {twice!r} twice: a damaged download?")
+    return images
 
 
 def _class_rows(source: str, classes: list[str], files: Iterable[list[Row]]) -> Iterator[tuple[str, int, int, int]]:
@@ -130,10 +134,11 @@ def _class_rows(source: str, classes: list[str], files: Iterable[list[Row]]) -> 
 def _inner_tar(job: tuple[str, str, int, int]) -> list[Row]:
     """The image files of the inner tar ``wnid.tar`` lying at [start, start + size) of the outer tar."""
     path, wnid, start, size = job
+    name = f"{path} member {wnid}.tar"
     with open(path, "rb") as f:
         f.seek(start)
-        with open_tar(f"{path} member {wnid}.tar", fileobj=f) as tar:  # positions are the outer file's
-            return _images(plain_files(tar, f"{path} member {wnid}.tar", start, start + size))
+        with open_tar(name, fileobj=f) as tar:  # positions are the outer file's
+            return _images(plain_files(tar, name, start, start + size), name)
 
 
 def _official_train(path: str, imap: Imap) -> SourceSplit:
@@ -169,13 +174,13 @@ def _official_val(src: str, classes: list[str]) -> SourceSplit:
     path, labels = os.path.join(src, VAL_TAR), devkit_labels(os.path.join(src, DEVKIT))
     with open_tar(path) as tar:
         rows = [(name, official_val_label(labels, name, path), size, offset)
-                for name, size, offset in _images(plain_files(tar, path, 0, os.path.getsize(path)))]
+                for name, size, offset in _images(plain_files(tar, path, 0, os.path.getsize(path)), path)]
     return _split("val", classes, _labelled(path, classes, rows), SourceRef(archive=path))
 
 
 def _folder_files(folder: str) -> list[Row]:
     with os.scandir(folder) as entries:
-        return _images((e.name, e.stat().st_size, 0) for e in entries if e.is_file())
+        return _images(((e.name, e.stat().st_size, 0) for e in entries if e.is_file()), folder)
 
 
 def _kaggle_train(src: str, imap: Imap) -> SourceSplit:
