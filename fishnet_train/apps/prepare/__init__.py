@@ -62,22 +62,11 @@ def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None,
             pool = stack.enter_context(context.Pool(workers or default_workers(), initializer=_die_with_parent))
         layout, train, val = find_source(src, pool.imap if pool else map)
         _check_counts(src, layout, train, val, subset, out)
-        splits, done_before = (train, val), 0
-        todo: list[tuple[SourceSplit, Shard]] = []
-        plans = [plan_shards(split, shard_mb << 20) for split in splits]
-        for split, shards in zip(splits, plans):
-            if fmt == "shards":
-                clean_shards(dst, split.name, shards)
-            else:
-                clean_folders(dst, split)
-            for shard in shards:
-                if fmt == "shards" and shard_done(dst, shard):
-                    done_before += shard.end - shard.start
-                else:
-                    todo.append((split, shard))
+        plans = [plan_shards(split, shard_mb << 20) for split in (train, val)]
+        todo, done_before = _resume(dst, fmt, (train, val), plans)
         tasks: Iterator[Task] = (make_task(dst, split, shard, fmt == "folder") for split, shard in todo)
         files = written = 0
-        worker_rss = 0.0 if pool else peak_rss_mb()
+        worker_rss = 0.0
         with tqdm(total=len(train) + len(val), initial=done_before, unit="files", disable=None) as bar:
             for samples, task_files, task_bytes, rss in (pool.imap_unordered(run_task, tasks) if pool
                                                          else map(run_task, tasks)):
@@ -85,10 +74,28 @@ def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None,
                 done_before += samples - task_files  # folders: files an earlier run wrote
                 bar.update(samples)
         if fmt == "shards":
-            for split, shards in zip(splits, plans):
+            for split, shards in zip((train, val), plans):
                 write_index(dst, split, shards)
     return Summary(files, written, done_before, time.perf_counter() - start, start_rss, peak_rss_mb(),
                    worker_rss if pool else 0.0)
+
+
+def _resume(dst: str, fmt: str, splits: tuple[SourceSplit, ...],
+            plans: list[list[Shard]]) -> tuple[list[tuple[SourceSplit, Shard]], int]:
+    """What is left of an earlier run's output cleaned: the shards (or runs of files) still to write, and
+    the files of the shards already done."""
+    todo, done = [], 0
+    for split, shards in zip(splits, plans):
+        if fmt == "shards":
+            clean_shards(dst, split.name, shards)
+        else:
+            clean_folders(dst, split)
+        for shard in shards:
+            if fmt == "shards" and shard_done(dst, shard):
+                done += shard.end - shard.start
+            else:
+                todo.append((split, shard))
+    return todo, done
 
 
 def _check_writable(dst: str) -> None:
