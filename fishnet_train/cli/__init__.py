@@ -1,1 +1,2 @@
-"""The console scripts: ``fishnet-train``, ``fishnet-eval`` (Hydra apps) and ``fishnet-convert-checkpoint``."""
+"""The console scripts: ``fishnet-train``, ``fishnet-eval`` (Hydra apps), ``fishnet-convert-checkpoint`` and
+``fishnet-prepare``."""

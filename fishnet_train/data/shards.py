@@ -34,7 +34,7 @@ def require_index(root: str, name: str) -> str:
     path = index_file(root, name)
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: data.format=shards needs data.root made by "
-                        "tools/make_shards.py (or use data.format=folder)")
+                        "fishnet-prepare or tools/make_shards.py (or use data.format=folder)")
     return path
 
 
@@ -46,11 +46,22 @@ def member_key(name: str) -> str:
     return os.path.join(folder, base.replace(".", "_"))
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> int:
-    """Append a file; the offset of its data in the tar."""
+def sample_members(sample_name: str) -> tuple[str, str]:
+    """The shard members of a sample: its data ``<key>.<ext>`` (extension lower-cased) and its class ``<key>.cls``."""
+    key, ext = member_key(sample_name), os.path.splitext(sample_name)[1].lstrip(".").lower()
+    return f"{key}.{ext}", f"{key}.cls"
+
+
+def member_info(name: str, size: int) -> tarfile.TarInfo:
+    """The header of a shard member: fixed mode and time, so the same files make the same shard."""
     info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o444, 0
-    tar.addfile(info, io.BytesIO(data))
+    info.size, info.mode, info.mtime = size, 0o444, 0
+    return info
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> int:
+    """Append a file; the offset of its data in the tar."""
+    tar.addfile(member_info(name, len(data)), io.BytesIO(data))
     return tar.offset - -(-len(data) // BLOCK) * BLOCK
 
 
@@ -71,12 +82,11 @@ def write_split_shards(split: Split, dst: str, name: str, shard_bytes: int,
                 _close_shard(tar, os.path.join(dst, files[-1]))
             files.append(f"{name}-{len(files):06d}.tar")
             tar = tarfile.open(os.path.join(dst, files[-1] + ".tmp"), "w", format=tarfile.PAX_FORMAT)
-        sample_name = split.samples.name(i)
-        key, ext = member_key(sample_name), os.path.splitext(sample_name)[1].lstrip(".").lower()
+        data_member, cls_member = sample_members(split.samples.name(i))
         shard_of.append(len(files) - 1)
-        offsets.append(_add_member(tar, f"{key}.{ext}", data))
+        offsets.append(add_member(tar, data_member, data))
         sizes.append(len(data))
-        _add_member(tar, f"{key}.cls", str(split.target(i)).encode())
+        add_member(tar, cls_member, str(split.target(i)).encode())
         progress(i + 1, len(split))
     if tar is not None:
         _close_shard(tar, os.path.join(dst, files[-1]))
