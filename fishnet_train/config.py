@@ -50,7 +50,7 @@ class DataConfig:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)  # normalisation per channel (ImageNet's)
     bad_images: str = "skip"  # skip | error: what an undecodable file does
     scan: bool = False  # decode every file once before training and list the undecodable ones (split across ranks)
-    format: str = "folder"  # folder (an ImageFolder root) | shards (a root made by fishnet-prepare or tools/make_shards.py)
+    format: str = "folder"  # folder (an ImageFolder root) | shards (made by fishnet-prepare or tools/make_shards.py)
     index_cache: Optional[str] = "auto"  # folder index file: auto = <run dir>/data_index.npz; null = none
     stage_dir: Optional[str] = None  # shards: copy them here (a local disk) once per node before training
     train_decode: str = "fast"  # fast | reduced | exact: what the training crop decodes (Data at scale)

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
-from fishnet_train.config import TrainConfig, to_options, to_plain
+from fishnet_train.config import TrainConfig, register_configs, to_options, to_plain
 from fishnet_train.errors import UserError
 from fishnet_train.models import list_models
 from fishnet_train.validation import check_options as validate
@@ -135,3 +135,14 @@ def test_eval_config_takes_the_model_from_the_checkpoint_by_default():
     assert cfg.model.name is None and cfg.model.num_classes is None
     assert cfg.data.val_resize == 256 and cfg.data.val_crop == 224
     assert OmegaConf.select(cfg, "eval.predictions") is None
+
+
+def test_the_submitit_launcher_has_srun_give_each_task_its_cpus():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_module
+
+    register_configs()
+    with initialize_config_module("fishnet_train.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=fishnet_slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher.cpus_per_task == 10
+    assert "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK" in cfg.hydra.launcher.setup

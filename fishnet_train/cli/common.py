@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import itertools
 import math
 import os
@@ -26,21 +27,27 @@ from ..validation import check_options
 
 @functools.cache  # one name per process: the lock taken before Hydra starts is on Hydra's directory
 def run_dir_name(base: str) -> str:
-    """``base/<id>``: the SLURM job or torchrun run id when there is one, so that every rank
-    and every restart of the job lands in the same directory; else a timestamp. Ranks other
+    """``base/<id>``: the SLURM job (with the command line's hash) or torchrun run id when there is one, so
+    that every rank and every restart of the job lands in the same directory; else a timestamp. Ranks other
     than 0 get ".": they learn rank 0's directory after joining the process group."""
     ranks = env_ranks()
     if ranks is not None and ranks[0] != 0:
         return "."
     if os.environ.get("SLURM_JOB_ID"):
-        name = f"slurm-{os.environ['SLURM_JOB_ID']}"
-        if os.environ.get("SLURM_ARRAY_TASK_ID"):
-            name += f"-{os.environ['SLURM_ARRAY_TASK_ID']}"
+        name = slurm_run_name(os.environ["SLURM_JOB_ID"], os.environ.get("SLURM_ARRAY_TASK_ID"), sys.argv[1:])
     elif os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none":
         name = f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
     else:
         name = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return os.path.join(base, name)
+
+
+def slurm_run_name(job_id: str, array_task: str | None, args: list[str]) -> str:
+    """``slurm-<job>[-<array task>]-<command line's hash>``: a requeued job runs the same command and finds
+    its directory again, while two commands in one allocation (two experiments in one batch script or
+    salloc shell) get one each instead of resuming each other's checkpoints."""
+    digest = hashlib.sha1("\0".join(args).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"slurm-{job_id}{f'-{array_task}' if array_task else ''}-{digest}"
 
 
 def hydra_subdir(name: str) -> str | None:

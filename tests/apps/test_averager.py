@@ -4,12 +4,13 @@ import torch
 
 from fishnet_train.apps.averager import average
 from fishnet_train.apps.trained_model import load_checkpoint
+from fishnet_train.cli.average import main
 from fishnet_train.errors import CheckpointError, UserError
 from fishnet_train.models import create_model
 from fishnet_train.models.weights import WEIGHTS_FORMAT
 
 from ..conftest import write_image_folder
-from ..helpers import assert_ok, assert_user_error, eval_in_process, run_cli
+from ..helpers import assert_ok, eval_in_process, run_cli
 
 CLASSES = ["class_0", "class_1", "class_2"]
 
@@ -70,6 +71,7 @@ def test_one_checkpoint_is_not_an_average(tmp_path):
         average([str(checkpoint(tmp_path / "a.pt", 1))], str(tmp_path / "avg.pt"))
 
 
+@pytest.mark.slow  # a FishNet-99 forward pass over 224 px batches on the CPU
 def test_the_command_recomputes_batch_norm_statistics_on_train_jpegs_with_workers(tmp_path):
     paths = [str(checkpoint(tmp_path / f"{i}.pt", i)) for i in (1, 2)]
     data = write_image_folder(tmp_path / "data", ext="jpg")
@@ -90,6 +92,10 @@ def test_the_command_recomputes_batch_norm_statistics_on_train_jpegs_with_worker
     (["--bn-data", "/nonexistent"], "--bn-data /nonexistent is not a directory"),
     (["missing.pt"], "checkpoint not found"),
 ])
-def test_bad_inputs_are_one_line(tmp_path, args, message):
+def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     paths = [str(checkpoint(tmp_path / f"{i}.pt", i)) for i in (1, 2)]
-    assert_user_error(run_cli("fishnet-average", "-o", str(tmp_path / "x.pt"), *paths, *args), message)
+    with pytest.raises(SystemExit) as stopped:
+        main(["-o", str(tmp_path / "x.pt"), *paths, *args])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "x.pt").exists()

@@ -20,6 +20,7 @@ from fishnet_train.data.index import load_arrays
 from fishnet_train.data.shards import read_shard_splits, write_shards
 from fishnet_train.errors import UserError
 
+from ..helpers import run_cli
 from .imagenet_archives import WNIDS, make_download, write_image_folder, write_kaggle, write_official
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,11 +216,11 @@ def test_damaged_downloads_are_one_line_and_exit_2(damage, fragments, tmp_path, 
 
 
 def test_the_command_prints_one_error_line_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "fishnet_train.cli.prepare", str(tmp_path / "nope"),
-                             str(tmp_path / "dst")], capture_output=True, text=True, cwd=ROOT)
+    result = run_cli("fishnet-prepare", str(tmp_path / "nope"), str(tmp_path / "dst"))  # the installed script
     assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow  # a slowed-down run, killed, then run again
 def test_a_killed_run_resumes_to_the_bytes_of_an_uninterrupted_one(sources, reference, tmp_path):
     dst = tmp_path / "shards"
     args = [str(sources[0]), str(dst), "--subset", "--shard-mb", "1", "--workers", "2"]

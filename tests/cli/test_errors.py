@@ -13,16 +13,20 @@ from ..helpers import (
 from ..helpers import train_cli as train
 
 
-# One CLI run per kind of check (the values themselves: tests/test_validation.py, in process).
+# One CLI run per kind of check (the values themselves: tests/test_validation.py, in process); the kinds
+# also checked in process elsewhere run with the slow tests, so that make test keeps to its 5 minutes.
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("overrides, fragments", [
     (["model=fishnet42"], ["model/fishnet42", "model= one of", "fishnet99"]),
     (["model.name=fishnet42"], ["unknown model 'fishnet42'", "fishnet99"]),
-    (["data.batch_size=0"], ["data.batch_size must be positive"]),
+    pytest.param(["data.batch_size=0"], ["data.batch_size must be positive"], marks=SLOW),
     (["data.batch_size=7", "trainer.accum_steps=2"], ["does not split", "multiple of 2"]),
     (["model.num_classes=5"], ["model.num_classes=5", "3 classes", "model.num_classes=3"]),
-    (["trainer.amp=fp8"], ["trainer.amp='fp8'", "none, bf16, fp16"]),
-    (["trainer.resume=/nonexistent/last.pt"], ["/nonexistent/last.pt", "no such file"]),
-    (["model.pretrained=/nonexistent/w.pt"], ["/nonexistent/w.pt", "not found"]),
+    pytest.param(["trainer.amp=fp8"], ["trainer.amp='fp8'", "none, bf16, fp16"], marks=SLOW),
+    pytest.param(["trainer.resume=/nonexistent/last.pt"], ["/nonexistent/last.pt", "no such file"], marks=SLOW),
+    pytest.param(["model.pretrained=/nonexistent/w.pt"], ["/nonexistent/w.pt", "not found"], marks=SLOW),
 ])
 def test_bad_config_values(image_folder, tmp_path, overrides, fragments):
     assert_user_error(train(image_folder, tmp_path / "run", *overrides), *fragments)
@@ -46,6 +50,7 @@ def test_composition_mistakes_fail_before_anything_runs(image_folder, tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+@SLOW  # in process: tests/models/test_weights.py
 def test_checkpoint_of_another_architecture(image_folder, tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"model": FishNet(**TINY_FISHNET, num_classes=3).state_dict()}, path)
@@ -54,6 +59,7 @@ def test_checkpoint_of_another_architecture(image_folder, tmp_path):
     assert_user_error(result, "does not fit the model", "another model")
 
 
+@SLOW  # in process: tests/models/test_weights.py
 def test_checkpoint_with_another_class_count(image_folder, tmp_path):
     path = tmp_path / "ten.pt"
     torch.save({"model": create_model("fishnet99", num_classes=10).state_dict()}, path)
@@ -62,6 +68,7 @@ def test_checkpoint_with_another_class_count(image_folder, tmp_path):
     assert_user_error(result, "10 classes", "3 class folders")
 
 
+@SLOW  # in process: tests/models/test_weights.py
 def test_file_that_is_not_a_checkpoint(image_folder, tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("not a checkpoint")
@@ -70,6 +77,7 @@ def test_file_that_is_not_a_checkpoint(image_folder, tmp_path):
     assert_user_error(result, str(path), "not a PyTorch checkpoint")
 
 
+@SLOW  # in process: tests/models/test_weights.py
 def test_missing_checkpoint_path(image_folder, tmp_path):
     result = run_cli("fishnet-eval", f"checkpoint={tmp_path / 'none.pt'}", f"data.root={image_folder}",
                      f"hydra.run.dir={tmp_path / 'e'}")

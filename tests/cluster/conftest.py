@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fishnet_train.cli.common import slurm_run_name
+
 from ..conftest import write_image_folder
 from ..helpers import BIN, ROOT, TINY_TRAIN, progress_at
 from .slurm import SlurmCluster, missing_reason
@@ -50,14 +52,16 @@ def edited_script(folder: Path, tasks: int = 2, cpus: int = 1) -> Path:
     return script
 
 
-def submit_training(slurm: SlurmCluster, cwd: Path, data: Path, *overrides: str) -> int:
+def training_args(data: Path, *overrides: str) -> list[str]:
+    return [*TINY_TRAIN, f"data.root={data}", *STEPS, *overrides]
+
+
+def submit_training(slurm: SlurmCluster, cwd: Path, data: Path, *overrides: str) -> tuple[int, Path]:
+    """The shipped batch script's job running ``fishnet-train`` with these overrides, and its run directory."""
     cwd.mkdir(parents=True, exist_ok=True)
-    return slurm.sbatch(str(edited_script(cwd)), *TINY_TRAIN, f"data.root={data}", *STEPS, *overrides,
-                        cwd=cwd, env=job_env())
-
-
-def slurm_run_dir(cwd: Path, job_id: int) -> Path:
-    return cwd / "outputs" / "train" / f"slurm-{job_id}"
+    args = training_args(data, *overrides)
+    job = slurm.sbatch(str(edited_script(cwd)), *args, cwd=cwd, env=job_env())
+    return job, cwd / "outputs" / "train" / slurm_run_name(str(job), None, args)
 
 
 def wait_for_checkpoint(slurm: SlurmCluster, job_id: int, run_dir: Path, step: int, timeout: float = 240) -> dict:
@@ -78,10 +82,10 @@ def wait_for_checkpoint(slurm: SlurmCluster, job_id: int, run_dir: Path, step: i
 def reference_job(slurm, slurm_data, tmp_path_factory) -> Path:
     """An uninterrupted job of the shipped script: its run directory."""
     cwd = tmp_path_factory.mktemp("reference")
-    job = submit_training(slurm, cwd, slurm_data)
+    job, run_dir = submit_training(slurm, cwd, slurm_data)
     info = slurm.wait_done(job)
     assert info["JobState"] == "COMPLETED", (info, output(cwd, job))
-    return slurm_run_dir(cwd, job)
+    return run_dir
 
 
 def output(cwd: Path, job_id: int) -> str:

@@ -12,7 +12,7 @@ import torch
 
 from ..helpers import BIN, TINY_TRAIN, assert_ok, assert_same_tensors, metrics, train_cli
 from .conftest import (
-    STEPS, job_env, output, slurm_run_dir, submit_training, wait_for_checkpoint,
+    STEPS, job_env, output, submit_training, wait_for_checkpoint,
 )
 
 pytestmark = pytest.mark.slurm
@@ -45,10 +45,10 @@ def test_srun_tasks_use_their_cpus_and_train_as_devices_2(slurm, reference_job, 
 
 def test_scontrol_requeue_stops_every_rank_at_one_step_and_the_job_resumes_there(
         slurm, reference_job, slurm_data, tmp_path):
-    job = submit_training(slurm, tmp_path, slurm_data)
-    run_dir = slurm_run_dir(tmp_path, job)
+    # Two loader workers per task, as users train: the requeue's SIGTERM reaches them too.
+    job, run_dir = submit_training(slurm, tmp_path, slurm_data, "data.workers=2")
     stopped_at = wait_for_checkpoint(slurm, job, run_dir, 2)
-    slurm.command("scontrol", "requeue", str(job))  # SIGTERM to every task
+    slurm.command("scontrol", "requeue", str(job))  # SIGTERM to every process of the job
     info = slurm.wait_done(job)
     text = output(tmp_path, job)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, text)
@@ -59,8 +59,7 @@ def test_scontrol_requeue_stops_every_rank_at_one_step_and_the_job_resumes_there
 
 
 def test_a_usr1_warning_makes_the_shipped_script_requeue_the_job(slurm, reference_job, slurm_data, tmp_path):
-    job = submit_training(slurm, tmp_path, slurm_data)
-    run_dir = slurm_run_dir(tmp_path, job)
+    job, run_dir = submit_training(slurm, tmp_path, slurm_data)
     stopped_at = wait_for_checkpoint(slurm, job, run_dir, 2)
     slurm.command("scancel", "--signal=USR1", str(job))  # what --signal=USR1@T sends at a time limit
     info = slurm.wait_done(job)
@@ -92,6 +91,8 @@ def test_the_submitit_launcher_saves_on_usr2_and_its_requeued_job_resumes_mid_ep
     finally:
         submitter.kill()
     assert submitter.returncode == 0, out[-3000:]
+    submission = (sweeps[0] / f"{job}_submission.sh").read_text()
+    assert "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK\n" in submission  # srun would not pass it on itself
     info = slurm.wait_done(job)  # the submitter returns once the result is written, before SLURM's record
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
     assert_resumed_once_and_complete(run_dir, stopped_at)
@@ -104,7 +105,7 @@ def test_a_user_error_on_one_rank_ends_the_job_within_a_minute_with_exit_2(slurm
     subprocess.run(["cp", "-r", str(slurm_data), str(data)], check=True)
     # The last val file is undecodable: only rank 1's shard of the val set holds it.
     (data / "val" / "class_2" / "zz_broken.png").write_bytes(b"not an image")
-    job = submit_training(slurm, tmp_path, data, "data.bad_images=error", "trainer.epochs=1")
+    job, run_dir = submit_training(slurm, tmp_path, data, "data.bad_images=error", "trainer.epochs=1")
     info = slurm.wait_done(job, timeout=240)
     text = output(tmp_path, job)
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0" and info["Restarts"] == "0", (info, text)
@@ -112,7 +113,7 @@ def test_a_user_error_on_one_rank_ends_the_job_within_a_minute_with_exit_2(slurm
     assert len(errors) == 1 and "zz_broken.png" in errors[0] and "Traceback" not in text, text
     assert any(line.startswith("stopping: rank 1 failed:") for line in text.splitlines()), text
     # Rank 0's last log line comes just before the validation in which rank 1 fails.
-    last_line = (slurm_run_dir(tmp_path, job) / "train.log").read_text().splitlines()[-1]
+    last_line = (run_dir / "train.log").read_text().splitlines()[-1]
     failed_at = time.mktime(time.strptime(last_line[1:20], "%Y-%m-%d %H:%M:%S"))
     ended = time.mktime(time.strptime(info["EndTime"], "%Y-%m-%dT%H:%M:%S"))
     assert ended - failed_at < 60, (last_line, info)  # seconds, not the 30-minute collective timeout
