@@ -8,11 +8,14 @@ the checks a type cannot express.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+SQRT_SCALED_OPTIMIZERS = ("adamw", "lamb")  # optim.lr_base_batch scales their rate by the square root
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,14 @@ class OptimConfig:
     # the global batch optim.lr is meant for (the paper: 0.1 for 256): the rate in use is scaled to data.batch_size,
     # linearly for sgd and lars, by the square root for adamw and lamb; null = optim.lr as given
     lr_base_batch: Optional[int] = None
+
+    def lr_for_batch(self, global_batch: int) -> float:
+        """The rate in use for ``global_batch``: ``lr`` scaled from ``lr_base_batch`` (Goyal et al.'s linear
+        rule; the square root for the adaptive optimizers, whose steps already follow the gradient's noise)."""
+        if self.lr_base_batch is None:
+            return self.lr
+        ratio = global_batch / self.lr_base_batch
+        return self.lr * (math.sqrt(ratio) if self.name in SQRT_SCALED_OPTIMIZERS else ratio)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import math
 from typing import Any, Iterable, NoReturn, Optional, Sequence
 
 from .config import (
-    DataConfig, EvalConfig, EvalOptions, ExportConfig, LossConfig, ModelConfig, OptimConfig, Options,
-    PredictConfig, PredictOptions, ScheduleConfig, TrainConfig, TrainerConfig,
+    DataConfig, ExportConfig, LossConfig, ModelConfig, OptimConfig, Options, ScheduleConfig, TrainConfig,
+    TrainerConfig,
 )
 from .errors import UserError
 MIN_INPUT_SIZE = 32  # models.fishnet.MIN_INPUT_SIZE (a test checks); here so that checks need no torch
@@ -20,9 +20,6 @@ MAX_INPUT_SIZE = 8192  # beyond any image a FishNet is trained on; torch's resiz
 MAX_SEED = 2**63 - 1
 MAX_BATCH = 1 << 20  # 16x the largest published ImageNet batch (64k); torch's samplers overflow far above it
 CLASSIFIER_INITS = ("auto", "released", "zeros")  # models.fishnet.CLASSIFIER_INITS (a test checks)
-PREDICTION_FORMATS = (".csv", ".jsonl")
-EXPORT_SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torch_export": ".pt2"}
-MIN_ONNX_OPSET = 18  # torch's ONNX exporter (torch.export-based) writes opset 18 and later
 AUTO_AUGMENTS = ("ra", "ta_wide", "aa")  # data.augment.AUTO_AUGMENTS (a test checks)
 OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
 
@@ -37,19 +34,17 @@ def check_options(options: Options, world_size: Optional[int] = None) -> None:
         check_trainer(options.trainer)
     if isinstance(options, TrainConfig):
         check_optim(options.optim)
-        check_schedule(options.schedule, options.optim, options.trainer.epochs)
+        check_schedule(options.schedule, options.optim, options.trainer.epochs, options.data.batch_size)
         check_loss(options.loss)
         check_progressive(options.data, options.trainer.epochs)
         check_best_by(options.trainer.best_by, options.model.ema_decay)
         if world_size is not None:
             check_batch_split(options.data.batch_size, world_size, options.trainer.accum_steps)
             check_batch_norm_sizes(options.data, options.data.batch_size // (world_size * options.trainer.accum_steps))
-    elif isinstance(options, EvalConfig):
-        check_eval(options.eval)
-    elif isinstance(options, PredictConfig):
-        check_predict(options.predict)
-    elif isinstance(options, ExportConfig):
-        check_export(options)
+    else:
+        from .validation_apps import check_use_options  # it builds on the checks here
+
+        check_use_options(options)
 
 
 def fail(message: str) -> NoReturn:
@@ -214,7 +209,7 @@ def check_best_by(best_by: str, ema_decay: Optional[float]) -> None:
         fail("trainer.best_by=ema_top1 needs EMA weights; set model.ema_decay (e.g. 0.9998) or trainer.best_by=top1")
 
 
-def check_schedule(s: ScheduleConfig, o: OptimConfig, epochs: int) -> None:
+def check_schedule(s: ScheduleConfig, o: OptimConfig, epochs: int, global_batch: int) -> None:
     check_choice("schedule.name", s.name, ("step", "cosine"))
     check_number("schedule.warmup_epochs", s.warmup_epochs, 0.0)
     if epochs > 0 and s.warmup_epochs > epochs:
@@ -225,7 +220,8 @@ def check_schedule(s: ScheduleConfig, o: OptimConfig, epochs: int) -> None:
         check_number("schedule.gamma", s.gamma, 0.0, 1.0, low_open=True)
         check_milestones(s.milestones, epochs)
     else:
-        check_number("schedule.min_lr", s.min_lr, 0.0, o.lr if math.isfinite(o.lr) else math.inf)
+        lr = o.lr_for_batch(global_batch)  # the rate in use, scaled if optim.lr_base_batch asks
+        check_number("schedule.min_lr", s.min_lr, 0.0, lr if math.isfinite(lr) else math.inf)
 
 
 def check_milestones(milestones: Sequence[int], epochs: int) -> None:
@@ -260,29 +256,6 @@ def check_trainer(t: TrainerConfig) -> None:
     check_choice("trainer.host_allocator", t.host_allocator, ("keep_freed", "system"))
     check_positive("trainer.log_every_steps", t.log_every_steps)
     check_number("trainer.log_every_seconds", t.log_every_seconds, 0.0, low_open=True)
-
-
-def check_eval(e: EvalOptions) -> None:
-    check_choice("eval.tta", e.tta, ("none", "flip"))
-    if e.real_labels and e.class_subset:
-        fail("eval.real_labels scores the 1000-class ImageNet val set; it cannot go with eval.class_subset")
-
-
-def check_predict(p: PredictOptions) -> None:
-    check_positive("predict.topk", p.topk)
-    if p.output is not None and not p.output.endswith(PREDICTION_FORMATS):
-        fail(f"predict.output={p.output} must end in .csv or .jsonl (the format is chosen by the suffix)")
-
-
-def check_export(e: ExportConfig) -> None:
-    check_choice("format", e.format, EXPORT_SUFFIXES)
-    suffix = EXPORT_SUFFIXES[e.format]
-    if not e.output.endswith(suffix):
-        fail(f"output={e.output}: a {e.format} export is named *{suffix} (it is read back by its suffix); "
-             f"e.g. output=model{suffix}")
-    if e.opset < MIN_ONNX_OPSET:
-        fail(f"opset={e.opset} is below {MIN_ONNX_OPSET}, the oldest that torch's ONNX exporter writes; "
-             f"use opset={MIN_ONNX_OPSET} or later")
 
 
 def check_batch_norm_sizes(d: DataConfig, micro_batch: int) -> None:

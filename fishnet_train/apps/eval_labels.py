@@ -34,9 +34,9 @@ def _is_class(c: object) -> bool:
 
 def real_label_sets(labels: list[list[int]], split: Split, path: str) -> list[list[int]]:
     """Each val sample's ReaL set, in the split's order, matched by its file name ILSVRC2012_val_%08d."""
-    if len(split.classes) != IMAGENET_CLASSES:
-        raise UserError(f"eval.real_labels needs ImageNet's {IMAGENET_CLASSES} classes, but {split.root} has "
-                        f"{len(split.classes)}")
+    if split.classes != imagenet_wnids():  # ReaL's labels are indices into them
+        raise UserError(f"eval.real_labels needs the val classes to be ImageNet's {IMAGENET_CLASSES} wnids, but "
+                        f"{split.root} has {len(split.classes)} others (first: {split.classes[0]!r})")
     sets = []
     for i in range(len(split)):
         match = VAL_FILE.search(split.samples.name(i))
@@ -54,6 +54,13 @@ def real_top1(top1: list[int], sets: list[list[int]]) -> tuple[float, int]:
     return 100.0 * sum(p in s for p, s in scored) / max(len(scored), 1), len(scored)
 
 
+def imagenet_wnids() -> list[str]:
+    """ImageNet-1k's class folder names in class-index order (sorted), as timm lists them."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo().label_names())
+
+
 def read_class_subset(path: str) -> list[str]:
     """Class folder names (wnids), one per line; blank lines and ``#`` comments are ignored."""
     if not os.path.isfile(path):
@@ -69,9 +76,7 @@ def model_classes(ckpt: LoadedCheckpoint) -> list[str]:
     if ckpt.classes is not None:
         return ckpt.classes
     if ckpt.num_classes == IMAGENET_CLASSES:
-        from timm.data import ImageNetInfo
-
-        return list(ImageNetInfo().label_names())
+        return imagenet_wnids()
     raise UserError(f"eval.class_subset: {ckpt.path} names none of its {ckpt.num_classes} classes, so a subset "
                     "cannot be matched to its outputs")
 

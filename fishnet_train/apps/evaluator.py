@@ -76,6 +76,9 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         extra = protocol_record(e)
         if real is not None:
             extra["real_top1"], extra["real_images"] = real_top1([p[1][0] for p in result.predictions], real)
+            if result.skipped:
+                reporter.warning(f"{len(result.skipped)} undecodable val files were replaced by their neighbours "
+                                 "(data.bad_images=skip): their ReaL labels were scored against a neighbour's image")
         if info.is_main:
             write_outputs(options, run_dir, ckpt.arch, split.classes, split.paths(), result, extra)
         reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "

@@ -1,2 +1,2 @@
-"""The console scripts: ``fishnet-train``, ``fishnet-eval`` (Hydra apps), ``fishnet-convert-checkpoint`` and
-``fishnet-prepare``."""
+"""The console scripts: ``fishnet-train``, ``fishnet-eval``, ``fishnet-predict``, ``fishnet-export`` (Hydra apps),
+``fishnet-convert-checkpoint``, ``fishnet-prepare`` and ``fishnet-average``."""

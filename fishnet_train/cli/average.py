@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("bn_batches", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.output.endswith((".pt", ".pth")):
+        parser.error(f"-o {args.output}: the average is a .pt checkpoint (fishnet-export makes safetensors of it)")
     if args.workers < 0:
         parser.error(f"--workers must not be negative, got {args.workers}")
     return args
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         arch = average(args.checkpoints, args.output, args.ema, bn)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
+    except OSError as e:  # a checkpoint or a --bn-data file that cannot be read
+        print(f"error: {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
     how = "recomputed on train batches" if args.bn_data else "averaged"
     print(f"wrote {args.output}: the mean of {len(args.checkpoints)} {arch} checkpoints, BatchNorm statistics {how}")

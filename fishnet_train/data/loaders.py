@@ -31,9 +31,9 @@ def freeze_for_fork() -> None:
 
 
 def leave_stopping_to_the_main_process(worker_id: int) -> None:
-    """A loader worker ignores the stop signals. Schedulers and runtimes signal every process of a job
-    (scancel, time limits, preemption, ``timeout``, ``docker stop``): a worker that died of it would fail
-    the step the training process is finishing before it saves. Workers still end when the loader shuts
+    """A loader worker ignores the stop signals. SLURM signals every process of a job (scancel, time
+    limits, preemption), as does a signal to the process group: a worker that died of it would fail the
+    step the training process is finishing before it saves. Workers still end when the loader shuts
     them down, when their parent dies (torch's watchdog), or at its exit (``end_loader_workers``)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)

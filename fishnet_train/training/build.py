@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+from ..config import SQRT_SCALED_OPTIMIZERS, DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 from ..data import BatchPreprocess, Split, TrainSampler, build_train_loader, build_val_loader
 from ..data.indexing import check_data_root
 from ..errors import UserError
@@ -17,7 +17,7 @@ from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract
 from ..processes.distributed import DistInfo
 from ..validation import check_batch_split
 from .checkpoint import check_resume_option
-from .optim import SQRT_SCALED, LrSchedule, batch_scaled_lr
+from .optim import LrSchedule
 
 
 def check_model_name(name: str | None, how: str = "model=...") -> None:
@@ -44,8 +44,8 @@ def resolve_lr(options: TrainConfig) -> tuple[TrainConfig, str | None]:
     o, batch = options.optim, options.data.batch_size
     if o.lr_base_batch is None:
         return options, None
-    lr = batch_scaled_lr(o, batch)
-    rule = "square root" if o.name in SQRT_SCALED else "linear"
+    lr = o.lr_for_batch(batch)
+    rule = "square root" if o.name in SQRT_SCALED_OPTIMIZERS else "linear"
     note = f"optim.lr {o.lr:g} for a batch of {o.lr_base_batch} is {lr:g} for the global batch of {batch} ({rule})"
     return dataclasses.replace(options, optim=dataclasses.replace(o, lr=lr, lr_base_batch=None)), note
 

@@ -198,11 +198,14 @@ def restore_training_state(
     return Progress(**state["progress"])
 
 
-def keep_epoch_checkpoint(ckpt_dir: str, epoch: int, keep: int) -> None:
+def keep_epoch_checkpoint(ckpt_dir: str, epoch: int, keep: int, if_missing: bool = False) -> None:
     """Copy last.pt to ``epoch-NNNN.pt`` (epochs counted from 1) and remove all but the newest ``keep`` of
     them: the history ``fishnet-average`` averages. The copy comes first, so a crash between the two
-    leaves one too many, never one too few."""
-    copy_atomic(os.path.join(ckpt_dir, "last.pt"), os.path.join(ckpt_dir, f"epoch-{epoch:04d}.pt"))
+    leaves one too many; a resume calls it ``if_missing``, for a run killed between last.pt and its copy."""
+    target = os.path.join(ckpt_dir, f"epoch-{epoch:04d}.pt")
+    if if_missing and os.path.exists(target):
+        return
+    copy_atomic(os.path.join(ckpt_dir, "last.pt"), target)
     history = sorted(glob.glob(os.path.join(ckpt_dir, "epoch-[0-9][0-9][0-9][0-9].pt")))
     for old in history[:-keep]:
         os.remove(old)

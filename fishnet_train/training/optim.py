@@ -60,19 +60,6 @@ def build_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
                 eps=o.eps or 1e-8)
 
 
-# Adaptive optimizers keep the update's size from the batch's noise: their rate grows with its square root.
-SQRT_SCALED = ("adamw", "lamb")
-
-
-def batch_scaled_lr(o: OptimConfig, global_batch: int) -> float:
-    """``optim.lr`` for ``global_batch`` when it is given for ``optim.lr_base_batch`` (Goyal et al.'s linear
-    rule; the square root for AdamW and LAMB); ``optim.lr`` itself when that is null."""
-    if o.lr_base_batch is None:
-        return o.lr
-    ratio = global_batch / o.lr_base_batch
-    return o.lr * (math.sqrt(ratio) if o.name in SQRT_SCALED else ratio)
-
-
 @dataclass(frozen=True)
 class LrSchedule:
     """Learning rate as a pure function of the global step, set before every step.

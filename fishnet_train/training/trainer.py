@@ -206,6 +206,9 @@ def step_model(model: nn.Module, info: DistInfo, compile: bool) -> nn.Module:
 def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None = None) -> dict | None:
     t, d, p = run.options.trainer, run.options.data, run.progress
     record = None
+    resumed_at_epoch_end = p.epoch > 0 and p.epoch_step == 0 and os.path.isfile(os.path.join(run.ckpt_dir, "last.pt"))
+    if t.keep_epochs and run.info.is_main and resumed_at_epoch_end:
+        keep_epoch_checkpoint(run.ckpt_dir, p.epoch, t.keep_epochs, if_missing=True)
     for epoch in range(p.epoch, t.epochs):
         started = time.perf_counter()
         crop = progressive_crop(epoch, d.progressive_min_crop, d.train_crop, d.progressive_epochs)

@@ -99,3 +99,9 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_output_must_be_a_pt_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["a.pt", "b.pt", "-o", str(tmp_path / "avg.safetensors")])
+    assert stopped.value.code == 2 and "the average is a .pt checkpoint" in capsys.readouterr().err

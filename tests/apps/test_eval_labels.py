@@ -106,9 +106,10 @@ def test_real_labels_refuse_files_not_named_as_imagenet_val_and_a_short_label_fi
         real_label_sets([[1], [2]], split, "real.json")
     with pytest.raises(UserError, match="ILSVRC2012_val_00000002.JPEG is not one of its 1 images"):
         real_label_sets([[1]], split, "real.json")
-    few = Split("/val", WNIDS[:10], SampleIndex.from_pairs([(names[0], 0)]))
-    with pytest.raises(UserError, match="needs ImageNet's 1000 classes"):
-        real_label_sets([[1], [2]], few, "real.json")
+    for classes in (WNIDS[:10], [f"class_{i}" for i in range(1000)], WNIDS[::-1]):
+        other = Split("/val", list(classes), SampleIndex.from_pairs([(names[0], 0)]))
+        with pytest.raises(UserError, match="needs the val classes to be ImageNet's 1000 wnids"):
+            real_label_sets([[1], [2]], other, "real.json")
     assert real_label_sets([[7], [8, 9]], Split("/val", list(WNIDS), SampleIndex.from_pairs([(names[0], 0)])),
                            "r") == [[8, 9]]
 

@@ -10,7 +10,6 @@ import yaml
 from fishnet_train.config import OptimConfig
 from fishnet_train.training.build import build_schedule, resolve_lr
 from fishnet_train.training.checkpoint import keep_epoch_checkpoint
-from fishnet_train.training.optim import batch_scaled_lr
 from fishnet_train.training.trainer import train
 
 from ..helpers import Crash, crash_at, metrics, saved_state
@@ -25,7 +24,17 @@ from ..helpers import Crash, crash_at, metrics, saved_state
 ])
 def test_the_rate_scales_linearly_for_sgd_and_by_the_square_root_for_adaptive_optimizers(name, lr, base, batch,
                                                                                          expected):
-    assert batch_scaled_lr(OptimConfig(name=name, lr=lr, lr_base_batch=base), batch) == pytest.approx(expected)
+    assert OptimConfig(name=name, lr=lr, lr_base_batch=base).lr_for_batch(batch) == pytest.approx(expected)
+
+
+def test_a_cosine_floor_above_the_scaled_rate_is_refused(tiny_cfg):
+    from fishnet_train.errors import UserError
+    from fishnet_train.validation import check_options
+
+    with pytest.raises(UserError, match=r"schedule.min_lr must be in \[0, 0.001\], got 0.0015"):
+        # 0.002 for a batch of 12 is 0.001 for the run's 6: a floor of 0.0015 would be a rise
+        check_options(tiny_cfg("schedule=cosine", "schedule.min_lr=0.0015", "optim.lr_base_batch=12"))
+    check_options(tiny_cfg("schedule=cosine", "schedule.min_lr=0.0015"))
 
 
 def test_the_resolved_options_hold_the_rate_in_use_so_that_running_them_again_scales_nothing_twice(tiny_cfg):
@@ -66,3 +75,13 @@ def test_the_history_keeps_the_newest_epochs_and_leaves_other_files_alone(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "best.pt", "epoch-0002.pt", "epoch-0003.pt", "epoch-notes.txt", "last.pt"]
     assert (tmp_path / "epoch-0003.pt").read_bytes() == b"last.pt"
+
+
+def test_a_run_killed_between_last_pt_and_its_epoch_copy_gets_the_copy_on_resume(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_cfg("trainer.epochs=2", "trainer.keep_epochs=3"), str(run_dir))
+    (run_dir / "checkpoints" / "epoch-0002.pt").unlink()  # as if killed right after last.pt
+    train(tiny_cfg("trainer.epochs=3", "trainer.keep_epochs=3"), str(run_dir))
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.pt"))
+    assert kept == ["epoch-0001.pt", "epoch-0002.pt", "epoch-0003.pt"]
+    assert saved_state(run_dir, "epoch-0002.pt")["progress"]["epoch"] == 2

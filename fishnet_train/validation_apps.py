@@ -1,0 +1,44 @@
+"""The checks of the options only the apps that use a trained model have (fishnet-eval, -predict,
+-export); like ``validation``, they need no torch and no files."""
+from __future__ import annotations
+
+from typing import Union
+
+from .config import EvalConfig, EvalOptions, ExportConfig, PredictConfig, PredictOptions
+from .validation import check_choice, check_positive, fail
+
+PREDICTION_FORMATS = (".csv", ".jsonl")
+EXPORT_SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torch_export": ".pt2"}
+MIN_ONNX_OPSET = 18  # torch's ONNX exporter (torch.export-based) writes opset 18 and later
+
+
+def check_use_options(options: Union[EvalConfig, PredictConfig, ExportConfig]) -> None:
+    if isinstance(options, EvalConfig):
+        check_eval(options.eval)
+    elif isinstance(options, PredictConfig):
+        check_predict(options.predict)
+    elif isinstance(options, ExportConfig):
+        check_export(options)
+
+
+def check_eval(e: EvalOptions) -> None:
+    check_choice("eval.tta", e.tta, ("none", "flip"))
+    if e.real_labels and e.class_subset:
+        fail("eval.real_labels scores the 1000-class ImageNet val set; it cannot go with eval.class_subset")
+
+
+def check_predict(p: PredictOptions) -> None:
+    check_positive("predict.topk", p.topk)
+    if p.output is not None and not p.output.endswith(PREDICTION_FORMATS):
+        fail(f"predict.output={p.output} must end in .csv or .jsonl (the format is chosen by the suffix)")
+
+
+def check_export(e: ExportConfig) -> None:
+    check_choice("format", e.format, EXPORT_SUFFIXES)
+    suffix = EXPORT_SUFFIXES[e.format]
+    if not e.output.endswith(suffix):
+        fail(f"output={e.output}: a {e.format} export is named *{suffix} (it is read back by its suffix); "
+             f"e.g. output=model{suffix}")
+    if e.opset < MIN_ONNX_OPSET:
+        fail(f"opset={e.opset} is below {MIN_ONNX_OPSET}, the oldest that torch's ONNX exporter writes; "
+             f"use opset={MIN_ONNX_OPSET} or later")
