@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
@@ -17,7 +17,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_a
 from ..errors import UserError
 from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, save_arrays
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the fingerprint no longer holds the root's path
 
 
 def split_classes(root: str, name: str) -> tuple[str, list[str], dict[str, int]]:
@@ -72,12 +72,16 @@ def check_same_classes(train: Split, val: Split) -> None:
         )
 
 
-def find_splits(root: str, cache: str | None = None) -> tuple[Split, Split]:
+def find_splits(root: str, cache: str | None = None,
+                note: Callable[[str], None] = lambda line: None) -> tuple[Split, Split]:
     """Both splits, read from ``cache`` while the folders are unchanged, else indexed (and
-    written to ``cache``)."""
+    written to ``cache``); ``note`` gets a line saying which."""
     fingerprint = folder_fingerprint(root)
     splits = read_index_cache(cache, fingerprint, root) if cache else None
-    if splits is None:
+    if splits is not None:
+        note(f"data index: read from {cache}")
+    else:
+        note(f"data index: walked {root} ({'no cache' if not cache else f'no current cache at {cache}: written'})")
         splits = find_split(root, "train"), find_split(root, "val")
         check_same_classes(*splits)
         if cache:
@@ -90,13 +94,13 @@ def find_splits(root: str, cache: str | None = None) -> tuple[Split, Split]:
 
 
 def folder_fingerprint(root: str) -> str:
-    """The modification times of both splits' folders and class folders (a listing, no file walk)."""
+    """The modification times of both splits' folders and class folders (a listing, no file walk). Not the
+    root's path: a cache built ahead on a login node, where the data is mounted elsewhere, still holds."""
     times = {}
     for name in ("train", "val"):
         path, classes, _ = split_classes(root, name)
         times[name] = [os.stat(path).st_mtime_ns] + [os.stat(os.path.join(path, c)).st_mtime_ns for c in classes]
-    return json.dumps({"version": CACHE_VERSION, "root": os.path.abspath(root), "times": times,
-                       "extensions": IMG_EXTENSIONS})
+    return json.dumps({"version": CACHE_VERSION, "times": times, "extensions": IMG_EXTENSIONS})
 
 
 def write_index_cache(path: str, splits: tuple[Split, Split], fingerprint: str) -> None:

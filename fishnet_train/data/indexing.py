@@ -86,7 +86,7 @@ def index_data(data: DataConfig, info: DistInfo, run_dir: str, reporter: Reporte
         root = staged_root(data, info)
         splits = on_main(lambda: read_shard_splits(root), info.is_main)
     else:
-        splits = on_main(lambda: find_splits(data.root, cache_path(data, run_dir)), info.is_main)
+        splits = on_main(lambda: find_splits(data.root, cache_path(data, run_dir), reporter.info), info.is_main)
     if data.scan:
         scan(data, splits, info, reporter)
     train = splits[0]

@@ -215,6 +215,7 @@ def test_damaged_downloads_are_one_line_and_exit_2(damage, fragments, tmp_path, 
     assert code == 2 and err.count("\n") == 1 and all(f in err for f in fragments), err
 
 
+@pytest.mark.slow  # the installed console script (in process: test_bad_inputs_are_one_line_and_exit_2)
 def test_the_command_prints_one_error_line_without_traceback(tmp_path):
     result = run_cli("fishnet-prepare", str(tmp_path / "nope"), str(tmp_path / "dst"))  # the installed script
     assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1

@@ -94,3 +94,16 @@ def test_an_unwritable_cache_is_one_clear_error(tmp_path):
     (tmp_path / "a_folder").mkdir()
     with pytest.raises(UserError, match="data.index_cache=.*a_folder: cannot write it.*or null"):
         find_splits(str(root), str(tmp_path / "a_folder"))
+
+
+def test_a_cache_built_under_another_mount_path_is_used_and_the_run_says_so(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "data")
+    cache = str(tmp_path / "index.npz")
+    notes: list[str] = []
+    find_splits(str(root), cache, notes.append)  # built ahead, e.g. on a login node
+    (tmp_path / "mnt").symlink_to(root)  # the same files, mounted elsewhere on the compute nodes
+    monkeypatch.setattr(folders, "find_split", lambda *a: pytest.fail("walked the folders again"))
+    train, val = find_splits(str(tmp_path / "mnt"), cache, notes.append)
+    assert train.root == str(tmp_path / "mnt" / "train") and train.paths()[0].startswith(str(tmp_path / "mnt"))
+    assert notes == [f"data index: walked {root} (no current cache at {cache}: written)",
+                     f"data index: read from {cache}"]
