@@ -47,10 +47,10 @@ def real_label_sets(labels: list[list[int]], split: Split, path: str) -> list[li
     return sets
 
 
-def real_top1(top1: list[int], sets: list[list[int]]) -> tuple[float, int]:
+def real_top1(top1: list[int | None], sets: list[list[int]]) -> tuple[float, int]:
     """ReaL top-1 (percent) and the images it counts: a prediction is right when it is in the image's set;
-    images with an empty set are left out, as in the paper."""
-    scored = [(p, s) for p, s in zip(top1, sets) if s]
+    images with an empty set are left out, as in the paper, and so are files that did not decode (None)."""
+    scored = [(p, s) for p, s in zip(top1, sets) if s and p is not None]
     return 100.0 * sum(p in s for p, s in scored) / max(len(scored), 1), len(scored)
 
 

@@ -75,10 +75,8 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         result = evaluate_split(options, model, data, split, info, reporter, outputs, keep_predictions=bool(real))
         extra = protocol_record(e)
         if real is not None:
-            extra["real_top1"], extra["real_images"] = real_top1([p[1][0] for p in result.predictions], real)
-            if result.skipped:
-                reporter.warning(f"{len(result.skipped)} undecodable val files were replaced by their neighbours "
-                                 "(data.bad_images=skip): their ReaL labels were scored against a neighbour's image")
+            top1 = [classes[0] if target >= 0 else None for target, classes, _ in result.predictions]
+            extra["real_top1"], extra["real_images"] = real_top1(top1, real)
         if info.is_main:
             write_outputs(options, run_dir, ckpt.arch, split.classes, split.paths(), result, extra)
         reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
@@ -139,5 +137,7 @@ def write_predictions(path: str, paths: list[str], predictions: list[tuple]) -> 
         out = csv.writer(f)
         out.writerow(["path", "target"] + [f"pred{i}" for i in range(1, 6)] + [f"prob{i}" for i in range(1, 6)])
         for image_path, (target, classes, probs) in zip(paths, predictions):
+            if target < 0:
+                continue  # did not decode: reported in the log, counted nowhere
             pad = 5 - len(classes)
             out.writerow([image_path, target, *classes, *[""] * pad, *[f"{p:.6f}" for p in probs], *[""] * pad])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -12,8 +12,10 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from .images import DECODE_ERRORS, EncodedImage, UndecodableError, open_image
 from .index import Split
+from .transforms import ValTransform
 
 MAX_REPLACEMENTS = 50
+NO_TARGET = -1  # an evaluation item whose file did not decode: counted nowhere
 
 
 class ImageFolderDataset(Dataset):
@@ -21,7 +23,9 @@ class ImageFolderDataset(Dataset):
 
     Train items are asked for by ``(index, seed, crop size or None)``: the seed fixes the sample's
     augmentation, so a run resumed mid-epoch sees the very same crops. With ``bad_images="skip"`` an
-    undecodable file is replaced by the next decodable one and reported in the item.
+    undecodable file is reported in the item and, in training, replaced by the next decodable one; in
+    evaluation it keeps its place with a blank image and the target ``NO_TARGET`` (a neighbour in its
+    place would be counted twice, and per-image outputs would name the wrong file).
     """
 
     def __init__(self, split: Split, transform: Callable, train: bool, bad_images: str = "skip") -> None:
@@ -46,10 +50,16 @@ class ImageFolderDataset(Dataset):
                 if self.bad_images == "error":
                     raise UserError(f"cannot decode {reason} (data.bad_images=skip skips such files)") from None
                 skipped.append(reason)
+                if not self.train:
+                    return self._blank(), NO_TARGET, torch.zeros(3), skipped
                 continue
             return image, self.split.target(i), alpha, skipped
         raise UserError(f"{MAX_REPLACEMENTS} files in a row could not be decoded near {self.split.path(index)}; "
                         "run with data.scan=true")
+
+    def _blank(self) -> torch.Tensor:
+        crop = cast(ValTransform, self.transform).crop  # its output is crop x crop
+        return torch.zeros(crop, crop, 3, dtype=torch.uint8)
 
     def _open(self, i: int) -> EncodedImage:
         try:

@@ -45,7 +45,8 @@ def evaluate(
 ) -> EvalResult:
     """Loss, top-1/top-5 and per-class accuracy over this process's shard, summed over all.
 
-    ``batches`` yields ``(images, targets, _, skipped)``. Shards are contiguous and in rank
+    ``batches`` yields ``(images, targets, _, skipped)``; a target below 0 marks a file that did not
+    decode, counted nowhere (its prediction is ``(-1, [], [])``). Shards are contiguous and in rank
     order, so the gathered predictions are in dataset order.
     """
     model.eval()
@@ -58,17 +59,19 @@ def evaluate(
         with autocast(device, amp):
             logits = model(preprocess(images))
         logits = logits.float()
-        loss = F.cross_entropy(logits, targets, reduction="sum")
-        correct = topk_correct(logits, targets)
-        count = torch.tensor(float(len(targets)), device=device, dtype=torch.float64)
-        sums += torch.stack([count, loss.double(), *correct.double()])
+        # Masked rather than selected, so that no batch waits for the device to say which are kept.
+        kept = targets.ge(0).double()
+        loss = F.cross_entropy(logits, targets, reduction="sum", ignore_index=-1)
+        correct = topk_correct(logits, targets)  # a target of -1 is never among the classes
+        sums += torch.stack([kept.sum(), loss.double(), *correct.double()])
         hit = logits.argmax(1).eq(targets).double()
-        class_total.index_add_(0, targets, torch.ones_like(hit))
-        class_correct.index_add_(0, targets, hit)
+        class_total.index_add_(0, targets.clamp(min=0), kept)
+        class_correct.index_add_(0, targets.clamp(min=0), hit)
         if keep_predictions:
             probs, classes = F.softmax(logits, 1).topk(min(5, num_classes), dim=1)
             for i in range(len(targets)):
-                predictions.append((int(targets[i]), classes[i].tolist(), probs[i].tolist()))
+                target = int(targets[i])
+                predictions.append((target, classes[i].tolist(), probs[i].tolist()) if target >= 0 else (-1, [], []))
     for t in (sums, class_correct, class_total):
         all_reduce_sum(t)
     images, loss, top1, top5 = sums.tolist()
