@@ -49,6 +49,8 @@ def test_the_average_is_the_mean_of_every_weight_and_statistic_and_evaluates(tmp
 def test_the_ema_weights_are_averaged_when_asked(tmp_path):
     paths = [str(checkpoint(tmp_path / f"{i}.pt", i, ema=True)) for i in (1, 2)]
     average(paths, str(tmp_path / "avg.pt"), use_ema=True)
+    saved = torch.load(tmp_path / "avg.pt", weights_only=True)
+    assert saved["ema"] is True and saved["averaged"] == [str(tmp_path / "1.pt"), str(tmp_path / "2.pt")]
     key = "classifier.fc.weight"
     expected = sum(torch.load(p, weights_only=True)["model_ema"][key] for p in paths) / 2
     assert torch.allclose(load_checkpoint(str(tmp_path / "avg.pt"), None).state[key], expected)
@@ -58,12 +60,22 @@ def test_the_ema_weights_are_averaged_when_asked(tmp_path):
     (dict(arch="fishnet150"), "is a fishnet150 with 3 classes"),
     (dict(classes=["a", "b", "c"]), "trained on other classes"),
     (dict(classes=CLASSES + ["class_3"]), "with 4 classes"),
+    (dict(classes=["class_1", "class_0", "class_2"]), "trained on other classes"),  # the same, in another order
 ])
 def test_checkpoints_of_other_runs_are_refused(tmp_path, other, message):
     paths = [str(checkpoint(tmp_path / "a.pt", 1)), str(checkpoint(tmp_path / "b.pt", 2, **other))]
     with pytest.raises(CheckpointError, match=message):
         average(paths, str(tmp_path / "avg.pt"))
     assert not (tmp_path / "avg.pt").exists()
+
+
+def test_weights_of_other_shapes_are_refused_in_one_line(tmp_path):
+    paths = [str(checkpoint(tmp_path / "a.pt", 1)), str(checkpoint(tmp_path / "b.pt", 2))]
+    other = torch.load(paths[1], weights_only=True)
+    other["model"]["classifier.fc.bias"] = torch.zeros(2, 2)  # same keys, another shape
+    torch.save(other, paths[1])
+    with pytest.raises(CheckpointError, match="hold different weights"):
+        average(paths, str(tmp_path / "avg.pt"))
 
 
 def test_one_checkpoint_is_not_an_average(tmp_path):

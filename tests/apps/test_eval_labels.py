@@ -80,23 +80,23 @@ def predictions(path: Path) -> list[dict]:
 
 def test_real_top1_scores_each_image_by_its_own_file_number_and_leaves_out_empty_sets(tmp_path):
     # File numbers out of the split's order (classes sort before numbers), so matching by position fails.
-    data, files = imagenet_val_shards(tmp_path, [(3, 5), (1, 700), (2, 20), (4, 999)])
+    data, files = imagenet_val_shards(tmp_path, [(3, 5), (1, 700), (2, 20), (4, 999), (5, 0)])
     ckpt = imagenet_checkpoint(tmp_path / "w.pt", files)
     eval_in_process(ckpt, data, tmp_path / "plain", "data.format=shards", *SIZES,
                     f"eval.predictions={tmp_path / 'p.csv'}")
     rows = predictions(tmp_path / "p.csv")
     number = {int(Path(r["path"]).stem.split("_")[-1]): int(r["pred1"]) for r in rows}
-    assert len(set(number.values())) == 4  # else a score matched by position could not differ
+    assert len(set(number.values())) == 5  # else a score matched by position could not differ
     other = {n: (p + 1) % 1000 for n, p in number.items()}
-    # Image 1 right (its prediction among two labels), 2 wrong, 3 unlabelled (left out), 4 right.
-    real = [[other[1], number[1]], [other[2]], [], [number[4]]]
+    # Image 1 right (its prediction among two labels), 2 wrong, 3 unlabelled (left out), 4 right, 5 (class 0) right.
+    real = [[other[1], number[1]], [other[2]], [], [number[4]], [number[5]]]
     (tmp_path / "real.json").write_text(json.dumps(real))
     eval_in_process(ckpt, data, tmp_path / "real", "data.format=shards", *SIZES,
                     f"eval.real_labels={tmp_path / 'real.json'}")
     summary = json.loads((tmp_path / "real" / "eval.json").read_text())
-    assert summary["real_images"] == 3
-    assert summary["real_top1"] == pytest.approx(200 / 3)
-    assert summary["images"] == 4 and summary["tta"] == "none"
+    assert summary["real_images"] == 4
+    assert summary["real_top1"] == pytest.approx(75.0)
+    assert summary["images"] == 5 and summary["tta"] == "none"
 
 
 def test_real_labels_refuse_files_not_named_as_imagenet_val_and_a_short_label_file(tmp_path):
@@ -124,6 +124,7 @@ def test_a_real_labels_file_that_is_not_label_lists_is_refused(tmp_path, content
 def test_real_top1_counts_hits_among_labelled_images_only():
     assert real_top1([1, 2, 3, 4], [[1, 5], [], [9], [4]]) == (pytest.approx(200 / 3), 3)
     assert real_top1([1], [[]]) == (0.0, 0)
+    assert real_top1([0, None], [[0], [1]]) == (100.0, 1)  # a file that did not decode is left out
 
 
 def reference_logits(ckpt: Path, files: list[Path], mirror: bool = False) -> torch.Tensor:

@@ -33,6 +33,7 @@ def test_the_slurm_name_is_the_job_the_array_task_and_the_command_lines_hash():
     assert slurm_run_name("7", None, ["a=1"]).startswith("slurm-7-")
     assert slurm_run_name("7", "2", ["a=1"]).startswith("slurm-7-2-")
     assert len({slurm_run_name("7", None, [f"a={i}"]) for i in range(50)}) == 50
+    assert slurm_run_name("7", None, ["ab", "c"]) != slurm_run_name("7", None, ["a", "bc"])
 
 
 def test_other_ranks_and_runs_outside_slurm_are_named_as_before(monkeypatch):

@@ -69,9 +69,9 @@ def test_without_keep_epochs_only_last_and_best_are_written(tiny_cfg, tmp_path):
 
 
 def test_the_history_keeps_the_newest_epochs_and_leaves_other_files_alone(tmp_path):
-    for name in ("last.pt", "best.pt", "epoch-0001.pt", "epoch-0002.pt", "epoch-notes.txt"):
+    for name in ("last.pt", "best.pt", "epoch-0001.pt", "epoch-0002.pt", "epoch-0003.pt", "epoch-notes.txt"):
         (tmp_path / name).write_bytes(name.encode())
-    keep_epoch_checkpoint(str(tmp_path), 3, keep=2)
+    keep_epoch_checkpoint(str(tmp_path), 3, keep=2)  # epoch 3 again (a resume from before it): replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "best.pt", "epoch-0002.pt", "epoch-0003.pt", "epoch-notes.txt", "last.pt"]
     assert (tmp_path / "epoch-0003.pt").read_bytes() == b"last.pt"
