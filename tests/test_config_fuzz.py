@@ -132,6 +132,7 @@ def fuzz_data(tmp_path_factory):
 BASE = [*TINY_TRAIN, "trainer.epochs=1", "trainer.device=cpu", "trainer.clip_grad_norm=null"]
 
 
+@pytest.mark.slow  # about 20 s each: with the slow tests, at the same scale
 @fuzz(80)
 @given(overrides=overrides_from(TRAIN_KEYS))
 def test_a_drawn_train_config_is_refused_in_one_line_or_trains_a_step(overrides, fuzz_data, tmp_path_factory):
@@ -165,6 +166,7 @@ def fuzz_checkpoint(fuzz_data, tmp_path_factory):
     return run_dir / "checkpoints" / "last.pt"
 
 
+@pytest.mark.slow  # about 20 s each: with the slow tests, at the same scale
 @fuzz(50)
 @given(overrides=overrides_from(EVAL_KEYS))
 def test_a_drawn_eval_config_is_refused_in_one_line_or_evaluates(overrides, fuzz_data, fuzz_checkpoint,

@@ -272,7 +272,9 @@ def test_options_reach_the_trainer_typed_and_frozen(tiny_cfg):
 
 # paper, cosine_ls and modern with the default model are fishnet150_paper, _cosine_ls and _modern
 # (tests/test_config.py checks the composition): each recipe trains once.
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("paper", "cosine_ls", "modern")])
+# The FishNet-201 ones are the same recipes on the largest model: they run with the slow tests.
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p.startswith("fishnet201") else p
+                                    for p in PRESETS if p not in ("paper", "cosine_ls", "modern")])
 def test_every_preset_trains_a_step_in_the_trainer(preset, image_folder, tmp_path):
     """Each preset's optimiser, schedule, loss and augmentations run; only sizes and lengths are shrunk."""
     options = to_options(compose_train(
