@@ -3,22 +3,26 @@
 export and fine-tuning read like any checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 import torch
 from torch.optim.swa_utils import update_bn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import RandomSampler
 
+from ..config import DataConfig
 from ..data import BatchPreprocess, ImageFolderDataset
-from ..data.datasets import collate
 from ..data.folders import find_split
+from ..data.loaders import build_loader
 from ..data.shards import index_file, read_shard_split
 from ..data.transforms import TrainTransform
 from ..errors import CheckpointError, UserError
 from ..models.weights import WEIGHTS_FORMAT
 from ..training.checkpoint import save_atomic
-from .trained_model import CHECKPOINT_DATA_KEYS, LoadedCheckpoint, build_trained_model, load_checkpoint
+from .trained_model import (
+    CHECKPOINT_DATA_KEYS, LoadedCheckpoint, build_trained_model, inference_data, load_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -70,16 +74,16 @@ def recompute_batch_norm(ckpt: LoadedCheckpoint, state: dict[str, torch.Tensor],
     (the average of the statistics is not the statistics of the average)."""
     split = read_shard_split(data.root, "train") if os.path.isfile(index_file(data.root, "train")) else \
         find_split(data.root, "train")
-    crop = int(ckpt.data.get("train_crop", ckpt.data.get("val_crop", 224)))
-    dataset = ImageFolderDataset(split, TrainTransform(crop, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.0, None, "fast"),
-                                 train=True, bad_images="skip")
+    # The checkpoint's normalisation and evaluation sizes over the schema's defaults (crop scale and ratio).
+    d = inference_data(DataConfig(root=data.root, batch_size=data.batch_size, workers=data.workers), ckpt, set())
+    crop = int(ckpt.data.get("train_crop", d.val_crop))
+    dataset = ImageFolderDataset(split, TrainTransform(crop, d.crop_scale, d.crop_ratio, True, 0.0, None,
+                                                       d.train_decode), train=True, bad_images="skip")
     sampler = RandomSampler(dataset, num_samples=data.batches * data.batch_size,
                             generator=torch.Generator().manual_seed(data.seed))
-    loader = DataLoader(dataset, data.batch_size, sampler=sampler, num_workers=data.workers, collate_fn=collate)
-    model = build_trained_model(LoadedCheckpoint(ckpt.path, ckpt.arch, ckpt.num_classes, state, ckpt.data,
-                                                 ckpt.classes))
-    preprocess = BatchPreprocess(ckpt.data.get("mean", (0.485, 0.456, 0.406)),
-                                 ckpt.data.get("std", (0.229, 0.224, 0.225)), torch.device("cpu"), True)
+    loader = build_loader(dataset, sampler, data.batch_size, data.workers, pin_memory=False)
+    model = build_trained_model(dataclasses.replace(ckpt, state=state))
+    preprocess = BatchPreprocess(d.mean, d.std, torch.device("cpu"), True)
     with torch.no_grad():
         update_bn((preprocess(images) for images, *_ in loader), model.to(memory_format=torch.channels_last))
     return {k: v.contiguous() for k, v in model.state_dict().items()}

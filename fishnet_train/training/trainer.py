@@ -206,9 +206,8 @@ def step_model(model: nn.Module, info: DistInfo, compile: bool) -> nn.Module:
 def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None = None) -> dict | None:
     t, d, p = run.options.trainer, run.options.data, run.progress
     record = None
-    resumed_at_epoch_end = p.epoch > 0 and p.epoch_step == 0 and os.path.isfile(os.path.join(run.ckpt_dir, "last.pt"))
-    if t.keep_epochs and run.info.is_main and resumed_at_epoch_end:
-        keep_epoch_checkpoint(run.ckpt_dir, p.epoch, t.keep_epochs, if_missing=True)
+    if p.epoch > 0 and p.epoch_step == 0:  # resumed at an epoch's end: its copy, if a kill prevented it
+        keep_history(run, p.epoch, if_missing=True)
     for epoch in range(p.epoch, t.epochs):
         started = time.perf_counter()
         crop = progressive_crop(epoch, d.progressive_min_crop, d.train_crop, d.progressive_epochs)
@@ -230,8 +229,7 @@ def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None =
         # The line before the checkpoint: a run stopped between the two redoes the epoch and drops it.
         run.reporter.epoch_metrics(record)
         save_checkpoint(run, best=is_best)
-        if t.keep_epochs and run.info.is_main:
-            keep_epoch_checkpoint(run.ckpt_dir, epoch + 1, t.keep_epochs)
+        keep_history(run, epoch + 1)
     return record
 
 
@@ -275,6 +273,13 @@ def save_checkpoint(run: Run, best: bool) -> None:
     save_atomic(state, last)
     if best:
         copy_atomic(last, os.path.join(run.ckpt_dir, "best.pt"))
+
+
+def keep_history(run: Run, epoch: int, if_missing: bool = False) -> None:
+    """With ``trainer.keep_epochs``, rank 0 copies last.pt as the checkpoint of ``epoch``."""
+    keep = run.options.trainer.keep_epochs
+    if keep and run.info.is_main and os.path.isfile(os.path.join(run.ckpt_dir, "last.pt")):
+        keep_epoch_checkpoint(run.ckpt_dir, epoch, keep, if_missing)
 
 
 def report_skipped(run: Run, stats: EpochStats, val: EvalResult | None) -> int:
