@@ -57,6 +57,7 @@ class DataConfig:
     index_cache: Optional[str] = "auto"  # folder index file: auto = <run dir>/data_index.npz; null = none
     stage_dir: Optional[str] = None  # shards: copy them here (a local disk) once per node before training
     train_decode: str = "fast"  # fast | reduced | exact: what the training crop decodes (Data at scale)
+    region_decode: bool = True  # decode only the training crop's rectangle of a JPEG: the same pixels, faster
     auto_augment: Optional[str] = None  # null | ra | ta_wide | aa: per image, in the workers (Recipes)
     ra_magnitude: int = 9  # RandAugment's magnitude (of 31 bins), 2 ops per image
     random_erase: float = 0.0  # probability per image, on the device

@@ -1,18 +1,25 @@
-"""Data-pipeline benchmark: the trainer's worker transforms vs torchvision's reference."""
+"""Data-pipeline benchmark: the trainer's worker transforms vs torchvision's reference and DALI's CPU
+pipeline, the training crop's region decode vs the whole-image decode, and the loader with 1 and 2 workers."""
 from __future__ import annotations
 
 import functools
 import os
+import random
 
 import torch
 from torchvision import transforms as T
 from torchvision.datasets.folder import pil_loader
 from torchvision.transforms import InterpolationMode, v2
 
+from bench_dali import dali_train_pipeline
+from bench_loader import bench_loader
 from bench_rounds import images_per_second, median_of_rounds
 from fishnet_train.data import ImageFolderDataset, SampleIndex, Split, TrainTransform, ValTransform, find_split
 from fishnet_train.data.augment import auto_augment
+from fishnet_train.data.images import open_image, read_file
+from fishnet_train.data.jpeg_region import region_decoder_notice
 from fishnet_train.data.samplers import sample_seed
+from fishnet_train.data.transforms import crop_reduction, random_resized_crop_box
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RANDOM_ERASE = 0.1  # experiment/modern.yaml's
@@ -29,8 +36,17 @@ def reference_augmented() -> v2.Compose:
     ])
 
 
-def train_transform(decode: str) -> TrainTransform:
-    return TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.1, decode=decode)
+def train_transform(decode: str, region: bool = True) -> TrainTransform:
+    return TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.1, decode=decode, region=region)
+
+
+def crop_decoder(paths: list[str], region: bool):
+    """The training crop's pixels alone (file read, header, decode at the crop's reduction, fast IDCT)."""
+    def decode(i: int) -> object:
+        image = open_image(read_file(paths[i]))
+        box = random_resized_crop_box(image.width, image.height, (0.08, 1.0), (3 / 4, 4 / 3), random.Random(i))
+        return image.crop(box, crop_reduction(box[2], box[3], 224), True, region)
+    return decode
 
 
 def decode_difference(split: Split) -> dict:
@@ -52,13 +68,19 @@ def decode_difference(split: Split) -> dict:
 
 
 def bench_data(root: str, limit: int | None, rounds: int) -> dict:
-    """Images/s on one thread; each pipeline reads the same files, rounds alternate."""
-    threads = torch.get_num_threads()
+    """Images/s on one thread and one core (DALI's helper threads too); each pipeline reads the same files,
+    rounds alternate. Then the loader with 1 and 2 workers on all the cores this process may use."""
+    threads, cores = torch.get_num_threads(), os.sched_getaffinity(0)
     torch.set_num_threads(1)  # a loader worker's setting
+    os.sched_setaffinity(0, {max(cores)})
     try:
-        return _bench_data(root, limit, rounds)
+        results = _bench_data(root, limit, rounds)
     finally:
         torch.set_num_threads(threads)
+        os.sched_setaffinity(0, cores)
+    split = results.pop("split")
+    results["loader_images_per_second"] = {"cores": len(cores), **bench_loader(split)}
+    return results
 
 
 def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
@@ -67,18 +89,23 @@ def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
     split = Split(root, splits[0].classes, SampleIndex.from_pairs(pairs))
     paths = split.paths()
     ours_train = ImageFolderDataset(split, train_transform("fast"), train=True)
+    ours_whole = ImageFolderDataset(split, train_transform("fast", region=False), train=True)
     ours_exact = ImageFolderDataset(split, train_transform("exact"), train=True)
     ours_val = ImageFolderDataset(split, ValTransform(256, 224), train=False)
     # Ours erases on the device, per batch (data/augment.py): the workers' share is the policy.
     ours_augmented = ImageFolderDataset(
-        split, TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.0, auto_augment("ta_wide"), "fast"), train=True)
+        split, TrainTransform(224, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.0, auto_augment("ta_wide"), "fast", True),
+        train=True)
     ref_augmented = reference_augmented()
     ref_train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
     ref_val = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(MEAN, STD)])
     pipelines = {
         ("train", "ours"): lambda i: ours_train[(i, sample_seed(0, 0, i))],
         ("train", "reference"): lambda i: ref_train(pil_loader(paths[i])),
+        ("train_whole_decode", "ours"): lambda i: ours_whole[(i, sample_seed(0, 0, i))],
         ("train_exact_decode", "ours"): lambda i: ours_exact[(i, sample_seed(0, 0, i))],
+        ("crop_decode", "region"): crop_decoder(paths, region=True),
+        ("crop_decode", "whole"): crop_decoder(paths, region=False),
         ("train_ta_wide_erase", "ours"): lambda i: ours_augmented[(i, sample_seed(0, 0, i))],
         ("train_ta_wide_erase", "reference"): lambda i: ref_augmented(pil_loader(paths[i])),
         ("val", "ours"): lambda i: ours_val[i],
@@ -86,9 +113,18 @@ def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
         ("decode_only", ""): lambda i: pil_loader(paths[i]),
     }
     timed = {key: functools.partial(images_per_second, fn, len(paths)) for key, fn in pipelines.items()}
+    dali = dali_train_pipeline(paths)
+    if not isinstance(dali, str):
+        timed[("dali_cpu", "")] = dali
     med = median_of_rounds(timed, rounds)
+    train = med[("train", "ours")]
     return {
-        "train": {"ours": med[("train", "ours")], "reference": med[("train", "reference")]},
+        "train": {"ours": train, "reference": med[("train", "reference")]},
+        "train_region_vs_whole_decode": {"ours": train, "reference": med[("train_whole_decode", "ours")]},
+        "train_vs_dali_cpu": {"ours": train, "reference": med[("dali_cpu", "")]} if not isinstance(dali, str) else dali,
+        "crop_decode_region_vs_whole": {"ours": med[("crop_decode", "region")],
+                                        "reference": med[("crop_decode", "whole")]},
+        "region_decoder": region_decoder_notice() or "built",
         "train_exact_decode": {"ours": med[("train_exact_decode", "ours")], "reference": med[("train", "reference")]},
         "train_ta_wide_erase": {"ours": med[("train_ta_wide_erase", "ours")],
                                 "reference": med[("train_ta_wide_erase", "reference")]},
@@ -96,4 +132,5 @@ def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
         "decode_only": med[("decode_only", "")],
         "train_pixel_difference": decode_difference(split),
         "images": len(paths),
+        "split": split,
     }

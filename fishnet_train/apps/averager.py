@@ -78,7 +78,8 @@ def recompute_batch_norm(ckpt: LoadedCheckpoint, state: dict[str, torch.Tensor],
     d = inference_data(DataConfig(root=data.root, batch_size=data.batch_size, workers=data.workers), ckpt, set())
     crop = int(ckpt.data.get("train_crop", d.val_crop))
     dataset = ImageFolderDataset(split, TrainTransform(crop, d.crop_scale, d.crop_ratio, True, 0.0, None,
-                                                       d.train_decode), train=True, bad_images="skip")
+                                                       d.train_decode, d.region_decode), train=True,
+                                 bad_images="skip")
     sampler = RandomSampler(dataset, num_samples=data.batches * data.batch_size,
                             generator=torch.Generator().manual_seed(data.seed))
     loader = build_loader(dataset, sampler, data.batch_size, data.workers, pin_memory=False)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .jpeg_region import Box, decode_box, region_decoding_available
+
 try:
     import simplejpeg  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - a wheel exists for every platform torch supports
@@ -102,6 +104,35 @@ class EncodedImage:
         except ValueError:  # refused, also for what libjpeg only warns about: Pillow decodes what it can
             return _pillow_or_undecodable(self.data)
         return torch.from_numpy(arr).permute(2, 0, 1)
+
+    def crop(self, box: Box, reduction: int = 1, fast: bool = False, region: bool = False) -> torch.Tensor:
+        """(3, h, w) uint8 RGB of ``box`` (left, top, w, h, in full-size pixels) of the image decoded as
+        ``decode`` decodes it, its edges rounded onto the reduced image. ``region``: decode only the box's
+        rectangle where the binding is built (jpeg_region.py); the same pixels. A file that does not end
+        with its end-of-image marker (cut off) goes the whole-image way, so that whether it is undecodable
+        does not depend on where the crop falls."""
+        if self.pixels is None and region and region_decoding_available() and self.data.endswith(b"\xff\xd9"):
+            scaled = (math.ceil(self.width / reduction), math.ceil(self.height / reduction))
+            try:
+                return decode_box(self.data, scale_box(box, (self.width, self.height), scaled), reduction, fast)
+            except ValueError:  # what the whole-image path refuses or hands to Pillow: let it decide
+                pass
+        pixels = self.decode(reduction, fast)
+        if pixels.shape[1:] != (self.height, self.width):
+            box = scale_box(box, (self.width, self.height), (pixels.shape[2], pixels.shape[1]))
+        left, top, w, h = box
+        return pixels[:, top:top + h, left:left + w]
+
+
+def scale_box(box: Box, full: tuple[int, int], scaled: tuple[int, int]) -> Box:
+    """A (left, top, w, h) box of a (width, height) image, edges rounded onto the same image decoded
+    at ``scaled`` size."""
+    if scaled == full:
+        return box
+    (left, top, w, h), (sx, sy) = box, (scaled[0] / full[0], scaled[1] / full[1])
+    x0, y0 = min(scaled[0] - 1, round(left * sx)), min(scaled[1] - 1, round(top * sy))
+    x1, y1 = min(scaled[0], round((left + w) * sx)), min(scaled[1], round((top + h) * sy))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
 class UndecodableError(OSError):

@@ -88,7 +88,8 @@ def build_train_loader(split: Split, data: DataConfig, sampler: TrainSampler, mi
                        pin_memory: bool) -> DataLoader:
     """Random-resized crops (and flips, lighting draws, the auto-augment policy) from each sample's own seed."""
     transform = TrainTransform(data.train_crop, data.crop_scale, data.crop_ratio, data.hflip, data.lighting,
-                               auto_augment(data.auto_augment, data.ra_magnitude), data.train_decode)
+                               auto_augment(data.auto_augment, data.ra_magnitude), data.train_decode,
+                               data.region_decode)
     dataset = ImageFolderDataset(split, transform, train=True, bad_images=data.bad_images)
     return build_loader(dataset, sampler, micro_batch, data.workers, pin_memory)
 

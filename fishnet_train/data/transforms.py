@@ -69,18 +69,6 @@ def crop_reduction(w: int, h: int, size: int) -> int:
     return next((r for r in REDUCTIONS if min(w, h) >= r * size), 1)
 
 
-Box = tuple[int, int, int, int]
-
-
-def scale_box(box: Box, full: tuple[int, int], scaled: tuple[int, int]) -> Box:
-    """A (left, top, w, h) box of a (width, height) image, edges rounded onto the same image decoded
-    at ``scaled`` size."""
-    (left, top, w, h), (sx, sy) = box, (scaled[0] / full[0], scaled[1] / full[1])
-    x0, y0 = min(scaled[0] - 1, round(left * sx)), min(scaled[1] - 1, round(top * sy))
-    x1, y1 = min(scaled[0], round((left + w) * sx)), min(scaled[1], round((top + h) * sy))
-    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
-
-
 class TrainTransform:
     """Random resized crop + horizontal flip (+ an auto-augment policy); also draws the sample's
     PCA-lighting alpha. Every draw comes from ``rng``, the sample's own generator, the policy's
@@ -89,13 +77,15 @@ class TrainTransform:
     The crop box is drawn from the size in the file's header, then only what the crop needs is
     decoded (``decode``, one of TRAIN_DECODES): at 1/2, 1/4 or 1/8 scale in the DCT domain when
     the crop is at least that many times the output size, with "fast" also libjpeg-turbo's fast
-    IDCT and upsampling. "exact" decodes every pixel, as the evaluation does."""
+    IDCT and upsampling. "exact" decodes every pixel, as the evaluation does. ``region``: only the
+    crop's rectangle is decoded (data/jpeg_region.py); the pixels stay the same."""
 
     def __init__(self, size: int, scale: Sequence[float], ratio: Sequence[float], hflip: bool, lighting: float,
-                 augment: v2.Transform | None = None, decode: str = "exact") -> None:
+                 augment: v2.Transform | None = None, decode: str = "exact", region: bool = False) -> None:
         self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
         self.hflip, self.lighting, self.augment = hflip, lighting, augment
         self.reduce, self.fast = TRAIN_DECODES[decode]
+        self.region = region
 
     def __call__(self, image: EncodedImage | torch.Tensor, rng: random.Random,
                  size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,11 +95,8 @@ class TrainTransform:
             image = EncodedImage(b"", image.shape[2], image.shape[1], image)
         size = size or self.size
         box = random_resized_crop_box(image.width, image.height, self.scale, self.ratio, rng)
-        pixels = image.decode(crop_reduction(box[2], box[3], size) if self.reduce else 1, self.fast)
-        if pixels.shape[1:] != (image.height, image.width):
-            box = scale_box(box, (image.width, image.height), (pixels.shape[2], pixels.shape[1]))
-        left, top, w, h = box
-        out = resize(pixels[:, top:top + h, left:left + w], size, size)
+        reduction = crop_reduction(box[2], box[3], size) if self.reduce else 1
+        out = resize(image.crop(box, reduction, self.fast, self.region), size, size)
         if self.hflip and rng.random() < 0.5:
             out = out.flip(1)
         alpha = torch.tensor([rng.gauss(0.0, self.lighting) for _ in range(3)]) if self.lighting > 0 else torch.zeros(3)

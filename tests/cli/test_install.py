@@ -1,10 +1,14 @@
 """The commands work from any directory after a NON-editable install, without the source tree."""
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
+from ..conftest import write_image_folder
 from ..helpers import ROOT, TINY_TRAIN
 
 
@@ -39,3 +43,33 @@ def test_wheel_install_runs_from_another_directory(image_folder, tmp_path):
                     f"data.root={image_folder}", "data.workers=0")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "top1" in evaluated.stdout
+
+
+def copy_source_tree(destination: Path) -> Path:
+    """The project's files without build products, so a build there compiles from scratch."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "site", "outputs", "multirun", "demo_data",
+                                    "*.so", "*.egg-info", "__pycache__", ".pytest_cache")
+    return Path(shutil.copytree(ROOT, destination, ignore=ignore))
+
+
+@pytest.mark.slow
+def test_without_a_c_compiler_the_wheel_still_builds_and_training_says_it_decodes_whole_images(tmp_path):
+    """The region decoder is optional: with no compiler (CC=false) the build goes on without it, and the
+    training log says once that crops decode whole images and how to get the faster path."""
+    source, wheels, target = copy_source_tree(tmp_path / "src"), tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], check=True,
+                   capture_output=True, timeout=300, env={**os.environ, "CC": "false"})
+    wheel = next(wheels.glob("fishnet_train-*.whl"))
+    assert not [name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".so")]
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    data = write_image_folder(tmp_path / "data", ext="jpg")
+    trained = subprocess.run(
+        [str(target / "bin" / "fishnet-train"), *TINY_TRAIN, f"data.root={data}", "trainer.epochs=1",
+         "trainer.max_steps_per_epoch=2", "data.workers=2", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    log = trained.stdout + trained.stderr
+    assert log.count("region decoding is not available (") == 1, log[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()

@@ -7,10 +7,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from fishnet_train.data.images import pil_to_tensor
+from fishnet_train.data.images import pil_to_tensor, scale_box
 from fishnet_train.data.transforms import (
     PCA_EIGVAL, PCA_EIGVEC, BatchPreprocess, TrainTransform, ValTransform, crop_reduction, random_resized_crop_box,
-    scale_box,
 )
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
