@@ -56,11 +56,13 @@ def training_args(data: Path, *overrides: str) -> list[str]:
     return [*TINY_TRAIN, f"data.root={data}", *STEPS, *overrides]
 
 
-def submit_training(slurm: SlurmCluster, cwd: Path, data: Path, *overrides: str) -> tuple[int, Path]:
-    """The shipped batch script's job running ``fishnet-train`` with these overrides, and its run directory."""
+def submit_training(slurm: SlurmCluster, cwd: Path, data: Path, *overrides: str,
+                    sbatch_options: tuple[str, ...] = ()) -> tuple[int, Path]:
+    """The shipped batch script's job running ``fishnet-train`` with these overrides (``sbatch_options``
+    on sbatch's command line, which win over the script's), and its run directory."""
     cwd.mkdir(parents=True, exist_ok=True)
     args = training_args(data, *overrides)
-    job = slurm.sbatch(str(edited_script(cwd)), *args, cwd=cwd, env=job_env())
+    job = slurm.sbatch(*sbatch_options, str(edited_script(cwd)), *args, cwd=cwd, env=job_env())
     return job, cwd / "outputs" / "train" / slurm_run_name(str(job), None, args)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ..conftest import write_image_folder
 from ..helpers import BIN, TINY_TRAIN, assert_ok, assert_same_tensors, metrics, train_cli
 from .conftest import (
     STEPS, job_env, output, submit_training, wait_for_checkpoint,
@@ -70,6 +71,33 @@ def test_a_usr1_warning_makes_the_shipped_script_requeue_the_job(slurm, referenc
     assert len(lines) == 2 and lines[0] == lines[1], text
     assert_resumed_once_and_complete(run_dir, stopped_at)
     assert_same_tensors(weights(reference_job), weights(run_dir))
+
+
+# Long enough that SLURM's own time-limit warning comes several times: 60 epochs of 3 steps (about
+# 2 minutes of training here), against a 3-minute limit whose warning comes 120 s before it.
+TIME_LIMITED = ["trainer.epochs=60", "trainer.checkpoint_every_steps=0", "data.workers=2"]
+
+
+def test_a_real_time_limit_warns_by_the_scripts_own_signal_line_and_the_requeued_job_ends_bit_identical(
+        slurm, tmp_path):
+    """No signal sent by hand: sbatch --time=3, the shipped script's #SBATCH --signal=USR2@120 and its
+    requeue logic, loader workers and JPEGs. Every stop saves, every restart resumes where it stopped."""
+    data = write_image_folder(tmp_path / "data", ext="jpg")
+    job, run_dir = submit_training(slurm, tmp_path / "job", data, *TIME_LIMITED, sbatch_options=("--time=3",))
+    info = slurm.wait_done(job, timeout=1500)
+    text = output(tmp_path / "job", job)
+    reference = tmp_path / "reference"
+    assert_ok(train_cli(data, reference, *STEPS, *TIME_LIMITED, "trainer.devices=2", timeout=900))
+    restarts = int(info["Restarts"])
+    assert info["JobState"] == "COMPLETED" and restarts >= 1, (info, text[-3000:])
+    for k in range(1, restarts + 1):
+        assert f"requeueing job {job} (restart {k})" in text, text[-3000:]
+    assert len(stop_lines(text)) == 2 * restarts, text[-3000:]  # both ranks, at each warning
+    assert "Traceback" not in text, text[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert log.count("resumed from") == restarts, log[-3000:]
+    assert [r["epoch"] for r in metrics(run_dir)] == list(range(1, 61))  # every epoch once
+    assert_same_tensors(weights(reference), weights(run_dir))
 
 
 def test_the_submitit_launcher_saves_on_usr2_and_its_requeued_job_resumes_mid_epoch(
