@@ -65,3 +65,59 @@ def test_an_export_that_fails_its_check_leaves_nothing_behind(tmp_path, monkeypa
     with pytest.raises(UserError, match="differs"):
         run_export(options, str(tmp_path))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def perturbed(state: dict) -> dict:
+    """The same weights but one, changed by a little: what a broken export would hold."""
+    state = dict(state)
+    key = "classifier.fc.weight" if "classifier.fc.weight" in state else next(k for k in state if k.endswith("weight"))
+    state[key] = state[key] + 1e-2
+    return state
+
+
+def test_a_safetensors_export_of_other_weights_is_refused_and_not_written(tmp_path, monkeypatch):
+    """The real read-back check fed a failing case: the file written holds weights the checkpoint does not."""
+    from fishnet_train.inference import export as formats
+
+    real = formats.safetensors_bytes
+    monkeypatch.setattr(formats, "safetensors_bytes", lambda state, meta: real(perturbed(state), meta))
+    out = tmp_path / "out"
+    out.mkdir()
+    options = to_options(compose_export(f"checkpoint={save_released(tmp_path / 'r.tar')}",
+                                        f"output={out / 'm.safetensors'}"))
+    with pytest.raises(UserError, match="read back holds other weights than"):
+        run_export(options, str(tmp_path))
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_graph_export_whose_outputs_differ_is_refused_and_not_written(tmp_path, monkeypatch):
+    """The parity check of torch.export programs fed a graph of slightly other weights."""
+    from fishnet_train.inference import export as formats
+
+    real = formats.export_graph_model
+
+    def other_graph(model):
+        graph = real(model)
+        graph.load_state_dict(perturbed(graph.state_dict()))
+        return graph
+
+    monkeypatch.setattr(formats, "export_graph_model", other_graph)
+    out = tmp_path / "out"
+    out.mkdir()
+    options = to_options(compose_export(f"checkpoint={save_released(tmp_path / 'r.tar')}", "format=torch_export",
+                                        f"output={out / 'm.pt2'}", "data.val_crop=64", "data.val_resize=73"))
+    with pytest.raises(UserError, match="the torch_export export differs from the PyTorch model at batch 2"):
+        run_export(options, str(tmp_path))
+    assert list(out.iterdir()) == []
+
+
+def test_the_logit_check_refuses_a_difference_above_its_bound_or_another_top1():
+    from fishnet_train.apps.exporter import MAX_LOGIT_DIFFERENCE
+    from fishnet_train.inference.export import logit_difference
+
+    reference = torch.tensor([[0.0, 10.0, 5.0], [3.0, 1.0, 2.0]])
+    assert logit_difference(reference, reference) == (0.0, True)
+    difference, same = logit_difference(reference, reference + torch.tensor([[0.0, 0.0, 2e-3], [0, 0, 0]]))
+    assert difference > MAX_LOGIT_DIFFERENCE and same
+    assert logit_difference(reference, reference[:, [2, 1, 0]])[1] is False

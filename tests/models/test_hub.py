@@ -29,6 +29,16 @@ def test_the_hub_lists_exactly_the_three_models():
     assert entries == ["fishnet150", "fishnet201", "fishnet99"]
 
 
+@pytest.mark.parametrize("name, millions", [("fishnet99", 16.6), ("fishnet150", 25.0), ("fishnet201", 44.6)])
+def test_each_entry_builds_its_own_network(name, millions):
+    """By what it builds, not by its name: the released parameter count and the registry's network."""
+    model = hub_load(name)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == millions
+    expected = create_model(name)
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == \
+        [(k, v.shape) for k, v in expected.state_dict().items()]
+
+
 @pytest.mark.parametrize("layout", ["ours", "released", "safetensors"])
 def test_weights_of_each_kind_load_with_identical_outputs(source, tmp_path, layout):
     state = source.state_dict()
