@@ -46,7 +46,7 @@ class ImageFolderDataset(Dataset):
                 else:
                     image, alpha = self.transform(img.decode()), torch.zeros(3)
             except UndecodableError as e:
-                reason = describe_failure(self.split.path(i), e)
+                reason = describe_failure(self.split.location(i), e)
                 if self.bad_images == "error":
                     raise UserError(f"cannot decode {reason} (data.bad_images=skip skips such files)") from None
                 skipped.append(reason)
@@ -54,7 +54,7 @@ class ImageFolderDataset(Dataset):
                     return self._blank(), NO_TARGET, torch.zeros(3), skipped
                 continue
             return image, self.split.target(i), alpha, skipped
-        raise UserError(f"{MAX_REPLACEMENTS} files in a row could not be decoded near {self.split.path(index)}; "
+        raise UserError(f"{MAX_REPLACEMENTS} files in a row could not be decoded near {self.split.location(index)}; "
                         "run with data.scan=true")
 
     def _blank(self) -> torch.Tensor:
@@ -102,7 +102,7 @@ class _ScanDataset(Dataset):
         try:
             open_image(self.splits[k].read(i)).decode()
         except DECODE_ERRORS as e:
-            return describe_failure(self.splits[k].path(i), e)
+            return describe_failure(self.splits[k].location(i), e)
         return None
 
 

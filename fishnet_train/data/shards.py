@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UserError
 from .folders import check_same_classes, find_split
-from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, save_arrays
+from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, sample_members, save_arrays
 
 BLOCK = tarfile.BLOCKSIZE
 
@@ -36,20 +36,6 @@ def require_index(root: str, name: str) -> str:
         raise UserError(f"{path} not found: data.format=shards needs data.root made by "
                         "fishnet-prepare or tools/make_shards.py (or use data.format=folder)")
     return path
-
-
-def member_key(name: str) -> str:
-    """A webdataset key: the relative path without its extension, other dots made underscores
-    (webdataset cuts a member's name at the first dot of its basename)."""
-    stem, _ = os.path.splitext(name)
-    folder, base = os.path.split(stem)
-    return os.path.join(folder, base.replace(".", "_"))
-
-
-def sample_members(sample_name: str) -> tuple[str, str]:
-    """The shard members of a sample: its data ``<key>.<ext>`` (extension lower-cased) and its class ``<key>.cls``."""
-    key, ext = member_key(sample_name), os.path.splitext(sample_name)[1].lstrip(".").lower()
-    return f"{key}.{ext}", f"{key}.cls"
 
 
 def member_info(name: str, size: int) -> tarfile.TarInfo:
