@@ -7,12 +7,13 @@ import random
 from typing import Callable, cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .images import DECODE_ERRORS, EncodedImage, UndecodableError, open_image
 from .index import Split
 from .transforms import ValTransform
+from .workers import ForkingLoader
 
 MAX_REPLACEMENTS = 50
 NO_TARGET = -1  # an evaluation item whose file did not decode: counted nowhere
@@ -109,5 +110,5 @@ class _ScanDataset(Dataset):
 def scan_undecodable(splits: list[Split], workers: int, part: int = 0, parts: int = 1) -> list[str]:
     """Decode every file of the ``part``-th of ``parts`` contiguous shares of the samples once
     (in ``workers`` processes); the reasons for those that fail, in sample order."""
-    loader = DataLoader(_ScanDataset(splits, part, parts), batch_size=64, num_workers=workers, collate_fn=list)
+    loader = ForkingLoader(_ScanDataset(splits, part, parts), batch_size=64, num_workers=workers, collate_fn=list)
     return [reason for batch in loader for reason in batch if reason is not None]
