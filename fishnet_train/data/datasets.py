@@ -109,6 +109,8 @@ class _ScanDataset(Dataset):
 
 def scan_undecodable(splits: list[Split], workers: int, part: int = 0, parts: int = 1) -> list[str]:
     """Decode every file of the ``part``-th of ``parts`` contiguous shares of the samples once
-    (in ``workers`` processes); the reasons for those that fail, in sample order."""
-    loader = ForkingLoader(_ScanDataset(splits, part, parts), batch_size=64, num_workers=workers, collate_fn=list)
+    (in ``workers`` processes, which leave stop signals to this one); the reasons for those that
+    fail, in sample order."""
+    loader = ForkingLoader(_ScanDataset(splits, part, parts), batch_size=64, num_workers=workers, collate_fn=list,
+                           ignore_stop_signals=True)
     return [reason for batch in loader for reason in batch if reason is not None]

@@ -10,7 +10,7 @@ from .datasets import ImageFolderDataset, collate
 from .index import Split
 from .samplers import EvalSampler, TrainSampler
 from .transforms import TrainTransform, ValTransform
-from .workers import ForkingLoader, leave_stopping_to_the_main_process
+from .workers import ForkingLoader
 
 
 def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
@@ -27,7 +27,7 @@ def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: i
         prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator().manual_seed(0),
         drop_last=False,
-        worker_init_fn=leave_stopping_to_the_main_process,
+        ignore_stop_signals=True,
     )
 
 

@@ -3,10 +3,11 @@ signals), and how they end."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import multiprocessing
 import signal
-from typing import Any
+from typing import Any, Iterator
 
 from torch.utils.data import DataLoader
 
@@ -30,9 +31,24 @@ def leave_stopping_to_the_main_process(worker_id: int) -> None:
     """A loader worker ignores the stop signals. SLURM signals every process of a job (scancel, time
     limits, preemption), as does a signal to the process group: a worker that died of it would fail the
     step the training process is finishing before it saves. Workers still end when the loader shuts
-    them down, when their parent dies (torch's watchdog), or at its exit (``end_loader_workers``)."""
+    them down, when their parent dies (torch's watchdog), or at its exit (``end_loader_workers``).
+    The signals were held since the fork (``stop_signals_held``): one sent meanwhile is dropped here."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold (block) the stop signals in this thread while it forks loader workers, which inherit the
+    block until ``leave_stopping_to_the_main_process`` ignores them: a worker's first act is to install
+    torch's SIGTERM handler, which ends it, so a signal to the whole job in between would kill it
+    (and fail the loader). Held signals reach this process when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def end_loader_workers() -> None:
@@ -50,20 +66,25 @@ class ForkingLoader(DataLoader):
     """A DataLoader whose workers are forked (``processes.start_methods.forking_context``), whatever
     Python's default start method, and which freezes the collector's objects whenever it may fork
     them: at each iterator, so that everything built before the first one (model, optimizer,
-    checkpoint) is frozen."""
+    checkpoint) is frozen. With ``ignore_stop_signals`` its workers leave them to this process."""
 
     freeze_collector = True  # tools/bench_index.py turns it off to measure what it saves
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ignore_stop_signals: bool = False, **kwargs: Any) -> None:
         if kwargs.get("num_workers", 0) > 0:
             kwargs.setdefault("multiprocessing_context", forking_context())
+        if ignore_stop_signals:
+            kwargs["worker_init_fn"] = leave_stopping_to_the_main_process
         super().__init__(*args, **kwargs)
+        self.ignore_stop_signals = ignore_stop_signals
 
     def __iter__(self):
-        if self.num_workers > 0:
-            # Registered last, so it runs before multiprocessing's own exit handler; once.
-            atexit.unregister(end_loader_workers)
-            atexit.register(end_loader_workers)
-            if self.freeze_collector:
-                freeze_for_fork()
-        return super().__iter__()
+        if self.num_workers == 0:
+            return super().__iter__()
+        # Registered last, so it runs before multiprocessing's own exit handler; once.
+        atexit.unregister(end_loader_workers)
+        atexit.register(end_loader_workers)
+        if self.freeze_collector:
+            freeze_for_fork()
+        with stop_signals_held() if self.ignore_stop_signals else contextlib.nullcontext():
+            return super().__iter__()
