@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..processes.signals import StopCheck, no_stop
 from .images import DECODE_ERRORS, EncodedImage, UndecodableError, open_image
 from .index import Split
 from .transforms import ValTransform
@@ -107,10 +108,15 @@ class _ScanDataset(Dataset):
         return None
 
 
-def scan_undecodable(splits: list[Split], workers: int, part: int = 0, parts: int = 1) -> list[str]:
+def scan_undecodable(splits: list[Split], workers: int, part: int = 0, parts: int = 1,
+                     check_stop: StopCheck = no_stop) -> list[str]:
     """Decode every file of the ``part``-th of ``parts`` contiguous shares of the samples once
-    (in ``workers`` processes, which leave stop signals to this one); the reasons for those that
-    fail, in sample order."""
+    (in ``workers`` processes, which leave stop signals to this one: ``check_stop`` runs after
+    each batch); the reasons for those that fail, in sample order."""
     loader = ForkingLoader(_ScanDataset(splits, part, parts), batch_size=64, num_workers=workers, collate_fn=list,
                            ignore_stop_signals=True)
-    return [reason for batch in loader for reason in batch if reason is not None]
+    reasons: list[str] = []
+    for batch in loader:
+        check_stop()
+        reasons += [reason for reason in batch if reason is not None]
+    return reasons

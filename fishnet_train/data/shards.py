@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
+from ..processes.signals import StopCheck, no_stop
 from .folders import check_same_classes, find_split
 from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, sample_members, save_arrays
 
@@ -126,13 +127,15 @@ def read_shard_splits(root: str) -> tuple[Split, Split]:
     return splits
 
 
-def stage_shards(root: str, stage_dir: str) -> str:
+def stage_shards(root: str, stage_dir: str, check_stop: StopCheck = no_stop) -> str:
     """Copy the shard folder ``root`` into ``stage_dir`` (a local disk), file by file, skipping
     files already there with the same size and time; indices last, so an interrupted copy is redone.
-    Returns the staged root."""
+    ``check_stop`` runs between files and between pieces of one (``COPY_CHUNK``): a stop leaves
+    whole files only. Returns the staged root."""
     os.makedirs(stage_dir, exist_ok=True)
     names = sorted(os.listdir(root))
     for name in sorted(names, key=lambda n: n.endswith("-index.npz")):
+        check_stop()
         source, target = os.path.join(root, name), os.path.join(stage_dir, name)
         if not os.path.isfile(source) or ".tmp" in name:  # a write in progress, or one killed
             continue
@@ -140,18 +143,26 @@ def stage_shards(root: str, stage_dir: str) -> str:
         if os.path.isfile(target) and (os.path.getsize(target), os.stat(target).st_mtime_ns) == (
                 src_stat.st_size, src_stat.st_mtime_ns):
             continue
-        _copy_atomic(source, target)
+        _copy_atomic(source, target, check_stop)
     return stage_dir
 
 
-def _copy_atomic(source: str, target: str) -> None:
+# Copied between two looks at a stop signal: a fraction of a second from a network filesystem.
+COPY_CHUNK = 16 << 20
+
+
+def _copy_atomic(source: str, target: str, check_stop: StopCheck) -> None:
     """Copy through a temporary file of this process's own: jobs sharing a node's stage folder may
-    copy the same file at once, and each must rename a whole copy of its own into place."""
+    copy the same file at once, and each must rename a whole copy of its own into place. A copy
+    stopped or failed midway removes its temporary file."""
     fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=os.path.basename(target) + ".",
                                      suffix=".tmp")
-    os.close(fd)
     try:
-        shutil.copy2(source, temporary)
+        with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
+            while chunk := src.read(COPY_CHUNK):
+                check_stop()
+                dst.write(chunk)
+        shutil.copystat(source, temporary)  # the time, by which a later run knows the copy current
         os.replace(temporary, target)
     except BaseException:
         if os.path.exists(temporary):

@@ -73,7 +73,7 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
         run_dir = broadcast_object(run_dir)  # every rank uses rank 0's directory
         t = options.trainer
         reporter = Reporter(run_dir, info.is_main, line_every=(t.log_every_steps, t.log_every_seconds))
-        record = fit(prepare(options, run_dir, info, reporter), stop, after_step)
+        record = fit(prepare(options, run_dir, info, reporter, stop), stop, after_step)
         together = True
         return record
     except Preempted:
@@ -122,13 +122,14 @@ def fail_together(info: DistInfo, error: Exception) -> None:
     publish_failure(info.store, info.rank, info.world_size, code, message.splitlines()[0] if message else "")
 
 
-def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter) -> Run:
+def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter,
+            stop: StopRequest | None = None) -> Run:
     options, lr_note = resolve_lr(options)
     t, d = options.trainer, options.data
     reporter.info(configure_process(settings_for(t, info.rank, info.device)))
     if lr_note:
         reporter.info(lr_note)
-    splits = index_data(d, info, run_dir, reporter)
+    splits = index_data(d, info, run_dir, reporter, stop)
     num_classes = resolve_num_classes(options.model.num_classes, splits[0].classes, splits[0].root)
     data = build_data(d, splits, info, t.accum_steps, t.seed, t.channels_last)
     model = model_on_device(options, num_classes, info, reporter)

@@ -1,11 +1,14 @@
 """Stop signals as schedulers and runtimes send them: to every process of the job, loader workers included."""
+import io
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from ..conftest import write_image_folder
 from ..helpers import BIN, TINY_TRAIN, saved_state
@@ -14,8 +17,9 @@ from ..helpers import BIN, TINY_TRAIN, saved_state
 WORKERS = ("data.workers=2", "trainer.epochs=3", "trainer.log_every_steps=1", "trainer.checkpoint_every_steps=0")
 
 
-def start_in_own_group(data: Path, run_dir: Path) -> subprocess.Popen:
-    cmd = [str(BIN / "fishnet-train"), *TINY_TRAIN, f"data.root={data}", f"hydra.run.dir={run_dir}", *WORKERS]
+def start_in_own_group(data: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
+    cmd = [str(BIN / "fishnet-train"), *TINY_TRAIN, f"data.root={data}", f"hydra.run.dir={run_dir}", *WORKERS,
+           *overrides]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -26,8 +30,19 @@ def wait_for_log(run_dir: Path, text: str, proc: subprocess.Popen, timeout: floa
     while time.time() < deadline and proc.poll() is None:
         if log.exists() and text in log.read_text():
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError(f"{text!r} never logged; exit {proc.poll()}")
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
+    """``sig`` to every process of the run, as scancel, a time limit or preemption sends it; its stderr."""
+    os.killpg(proc.pid, sig)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)],
@@ -37,13 +52,47 @@ def test_a_stop_signal_to_every_process_with_loader_workers_saves_mid_epoch_and_
     run_dir = tmp_path / "run"
     proc = start_in_own_group(data, run_dir)
     wait_for_log(run_dir, "epoch 2/3  2/4", proc)
-    os.killpg(proc.pid, sig)  # as scancel, a time limit, preemption, timeout(1) and container runtimes send it
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    stderr = stop_group(proc, sig)  # as scancel, a time limit, preemption, timeout(1) and container runtimes send it
     assert proc.returncode == 75, stderr[-3000:]
     assert "Traceback" not in stderr and "killed by signal" not in stderr
     progress = saved_state(run_dir)["progress"]
     assert progress["epoch"] == 1 and progress["epoch_step"] >= 2  # saved where it stopped, not at epoch 1's end
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its loader workers), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = (Path("/proc") / entry / "stat").read_text() if entry.isdigit() else ""
+            if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+        except (OSError, IndexError):
+            pass  # ended meanwhile
+    return found
+
+
+def add_large_photos(data: Path, count: int) -> None:
+    """``count`` copies of one 2400x2400 JPEG among the train images: a scan of a second or more in two workers."""
+    y, x = np.mgrid[0:2400, 0:2400]
+    pixels = np.stack([x * 255 // 2400, y * 255 // 2400, (x + y) * 255 // 4800], -1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    for i in range(count):
+        (data / "train" / f"class_{i % 3}" / f"large_{i}.jpg").write_bytes(buffer.getvalue())
+
+
+def test_a_stop_signal_during_the_data_scan_exits_75_at_once_without_a_traceback(tmp_path):
+    data = write_image_folder(tmp_path / "data", ext="jpg")
+    add_large_photos(data, 150)
+    run_dir = tmp_path / "run"
+    proc = start_in_own_group(data, run_dir, "data.scan=true")
+    wait_for_log(run_dir, "data index:", proc)
+    deadline = time.time() + 120
+    while not children(proc.pid) and proc.poll() is None and time.time() < deadline:  # the scan's workers
+        time.sleep(0.01)
+    stderr = stop_group(proc)
+    assert proc.returncode == 75, stderr[-3000:]
+    assert "Traceback" not in stderr and "while scanning the data (data.scan=true), before training" in stderr
+    assert "data scan:" not in (run_dir / "train.log").read_text()  # stopped before the end of the scan
+    assert not (run_dir / "checkpoints" / "last.pt").exists()

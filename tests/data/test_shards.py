@@ -13,9 +13,11 @@ from fishnet_train.data import (
     scan_undecodable, stage_shards,
 )
 from fishnet_train.data import index
+from fishnet_train.data import shards as shards_module
 from fishnet_train.data.index import member_key
 from fishnet_train.data.shards import write_shards
 from fishnet_train.errors import UserError
+from fishnet_train.processes.signals import Preempted
 
 from ..conftest import write_image_folder
 from ..helpers import ROOT
@@ -106,6 +108,26 @@ def test_two_jobs_staging_one_folder_at_once_each_finish_with_whole_files(shards
     assert interrupted and sorted(os.listdir(stage)) == sorted(os.listdir(dst))  # no temporary file left
     for name in os.listdir(dst):
         assert (stage / name).read_bytes() == (dst / name).read_bytes(), name
+
+
+def test_a_stop_while_staging_leaves_whole_files_only_and_the_next_run_copies_the_rest(shards, tmp_path, monkeypatch):
+    _, dst = shards
+    stage = tmp_path / "local"
+    monkeypatch.setattr(shards_module, "COPY_CHUNK", 1024)  # each shard in several pieces
+
+    def stop_midway_through_the_second_file() -> None:
+        names = os.listdir(stage)
+        if any(n.endswith(".tmp") for n in names) and len(names) == 2:
+            raise Preempted("stopped by SIGTERM while staging the shards")
+
+    with pytest.raises(Preempted):
+        stage_shards(str(dst), str(stage), stop_midway_through_the_second_file)
+    staged = os.listdir(stage)
+    assert staged == ["train-000000.tar"]  # no temporary file, and no index before the shards it points to
+    assert (stage / staged[0]).read_bytes() == (dst / staged[0]).read_bytes()
+    stage_shards(str(dst), str(stage))
+    assert sorted(os.listdir(stage)) == sorted(os.listdir(dst))
+    assert all((stage / name).read_bytes() == (dst / name).read_bytes() for name in os.listdir(dst))
 
 
 def test_a_truncated_jpeg_in_a_shard_is_named_by_its_shard_member_and_the_path_it_was_packed_from(tmp_path):
