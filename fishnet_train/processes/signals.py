@@ -1,6 +1,6 @@
 """Preemption: SIGTERM, SIGUSR1 (SLURM's usual warning) or SIGUSR2 (submitit's) ask the run to stop
-and save: after the current training step, or between pieces of the work before training (staging,
-indexing, the scan)."""
+and save: after the current training step, within a batch of validation, or between pieces of the
+work before training (staging, indexing, the scan)."""
 from __future__ import annotations
 
 import signal
@@ -45,6 +45,10 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def raise_if_requested(self, doing: str) -> None:
         """``Preempted`` naming the signal and what it stopped (``doing``), once a signal came."""

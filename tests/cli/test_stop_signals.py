@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fishnet_train.training.trainer import train
+
 from ..conftest import write_image_folder
-from ..helpers import BIN, TINY_TRAIN, saved_state
+from ..helpers import BIN, TINY_TRAIN, assert_same_tensors, metrics, saved_state, tiny_options
 
 # JPEGs in two loader worker processes, as users train; 4 steps per epoch; last.pt only at epoch ends.
 WORKERS = ("data.workers=2", "trainer.epochs=3", "trainer.log_every_steps=1", "trainer.checkpoint_every_steps=0")
@@ -57,6 +59,37 @@ def test_a_stop_signal_to_every_process_with_loader_workers_saves_mid_epoch_and_
     assert "Traceback" not in stderr and "killed by signal" not in stderr
     progress = saved_state(run_dir)["progress"]
     assert progress["epoch"] == 1 and progress["epoch_step"] >= 2  # saved where it stopped, not at epoch 1's end
+
+
+# Two passes over 60 val images, 10 batches each (a fraction of a second each): a stop signal sent at the
+# second pass's first batch reaches it well before its end.
+LONG_VALIDATION = ("trainer.epochs=2", "model.ema_decay=0.9")
+
+
+@pytest.mark.slow  # three runs: stopped, resumed, and an uninterrupted one to compare with
+def test_a_stop_signal_while_validating_ends_the_pass_and_the_resumed_run_validates_again_as_if_never_stopped(
+        tmp_path):
+    data = write_image_folder(tmp_path / "data", ext="jpg", val_per_class=20)
+    run_dir = tmp_path / "run"
+    proc = start_in_own_group(data, run_dir, *LONG_VALIDATION)
+    wait_for_log(run_dir, "val (EMA)  1/10", proc)  # epoch 1's second pass, over the EMA weights
+    stderr = stop_group(proc)
+    assert proc.returncode == 75, stderr[-3000:]
+    assert "Traceback" not in stderr and "while validating epoch 1" in stderr
+    assert "val (EMA)  10/10" not in (run_dir / "train.log").read_text()  # the pass ended early
+    progress = saved_state(run_dir)["progress"]
+    assert (progress["epoch"], progress["epoch_step"], progress["step"]) == (0, 4, 4)  # trained, not validated
+    assert not (run_dir / "metrics.jsonl").exists()
+
+    resumed = subprocess.run(proc.args, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference_dir = tmp_path / "reference"
+    train(tiny_options(data, *WORKERS, *LONG_VALIDATION), str(reference_dir))
+    assert_same_tensors(saved_state(run_dir)["model"], saved_state(reference_dir)["model"])
+    assert_same_tensors(saved_state(run_dir)["model_ema"], saved_state(reference_dir)["model_ema"])
+    timings = ("images_per_sec", "epoch_seconds", "data_wait")
+    assert [{k: v for k, v in r.items() if k not in timings} for r in metrics(run_dir)] == \
+        [{k: v for k, v in r.items() if k not in timings} for r in metrics(reference_dir)]
 
 
 def children(pid: int) -> list[int]:
