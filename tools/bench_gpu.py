@@ -17,6 +17,7 @@ from fishnet_train.config import DataConfig
 from fishnet_train.data import TrainSampler, build_train_loader, find_split
 from fishnet_train.inference import fuse_for_inference
 from fishnet_train.models import create_model
+from fishnet_train.processes.start_methods import forking_context
 from fishnet_train.training.evaluate import autocast
 from fishnet_train.training.guards import agree
 
@@ -119,7 +120,7 @@ def write_jpegs(root: Path, count: int, processes: int, seed: int = 0) -> float:
     content, so their files are of ImageNet's size too (about 110 KB); returns the mean file KB."""
     folder = root / "train" / "n00000000"
     folder.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(processes) as pool:
+    with ProcessPoolExecutor(processes, mp_context=forking_context()) as pool:
         sizes = list(pool.map(_write_jpeg, [(folder / f"{i:06d}.JPEG", seed + i) for i in range(count)]))
     return round(sum(sizes) / len(sizes) / 1024, 1)
 

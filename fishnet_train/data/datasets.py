@@ -7,12 +7,14 @@ import random
 from typing import Callable, cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..processes.signals import StopCheck, no_stop
 from .images import DECODE_ERRORS, EncodedImage, UndecodableError, open_image
 from .index import Split
 from .transforms import ValTransform
+from .workers import ForkingLoader
 
 MAX_REPLACEMENTS = 50
 NO_TARGET = -1  # an evaluation item whose file did not decode: counted nowhere
@@ -46,7 +48,7 @@ class ImageFolderDataset(Dataset):
                 else:
                     image, alpha = self.transform(img.decode()), torch.zeros(3)
             except UndecodableError as e:
-                reason = describe_failure(self.split.path(i), e)
+                reason = describe_failure(self.split.location(i), e)
                 if self.bad_images == "error":
                     raise UserError(f"cannot decode {reason} (data.bad_images=skip skips such files)") from None
                 skipped.append(reason)
@@ -54,7 +56,7 @@ class ImageFolderDataset(Dataset):
                     return self._blank(), NO_TARGET, torch.zeros(3), skipped
                 continue
             return image, self.split.target(i), alpha, skipped
-        raise UserError(f"{MAX_REPLACEMENTS} files in a row could not be decoded near {self.split.path(index)}; "
+        raise UserError(f"{MAX_REPLACEMENTS} files in a row could not be decoded near {self.split.location(index)}; "
                         "run with data.scan=true")
 
     def _blank(self) -> torch.Tensor:
@@ -102,12 +104,19 @@ class _ScanDataset(Dataset):
         try:
             open_image(self.splits[k].read(i)).decode()
         except DECODE_ERRORS as e:
-            return describe_failure(self.splits[k].path(i), e)
+            return describe_failure(self.splits[k].location(i), e)
         return None
 
 
-def scan_undecodable(splits: list[Split], workers: int, part: int = 0, parts: int = 1) -> list[str]:
+def scan_undecodable(splits: list[Split], workers: int, part: int = 0, parts: int = 1,
+                     check_stop: StopCheck = no_stop) -> list[str]:
     """Decode every file of the ``part``-th of ``parts`` contiguous shares of the samples once
-    (in ``workers`` processes); the reasons for those that fail, in sample order."""
-    loader = DataLoader(_ScanDataset(splits, part, parts), batch_size=64, num_workers=workers, collate_fn=list)
-    return [reason for batch in loader for reason in batch if reason is not None]
+    (in ``workers`` processes, which leave stop signals to this one: ``check_stop`` runs after
+    each batch); the reasons for those that fail, in sample order."""
+    loader = ForkingLoader(_ScanDataset(splits, part, parts), batch_size=64, num_workers=workers, collate_fn=list,
+                           ignore_stop_signals=True)
+    reasons: list[str] = []
+    for batch in loader:
+        check_stop()
+        reasons += [reason for reason in batch if reason is not None]
+    return reasons

@@ -15,6 +15,7 @@ import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
 from ..errors import UserError
+from ..processes.signals import StopCheck, no_stop
 from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, save_arrays
 
 CACHE_VERSION = 2  # 2: the fingerprint no longer holds the root's path
@@ -42,14 +43,15 @@ def _class_files(path: str, class_name: str) -> list[str]:
     return names
 
 
-def find_split(root: str, name: str) -> Split:
-    """Index ``root/name`` as an ImageFolder, one class folder at a time; every problem is one
-    UserError naming the path."""
+def find_split(root: str, name: str, check_stop: StopCheck = no_stop) -> Split:
+    """Index ``root/name`` as an ImageFolder, one class folder at a time (``check_stop`` before each);
+    every problem is one UserError naming the path."""
     path, classes, _ = split_classes(root, name)
     empty: list[str] = []
 
     def pairs() -> Iterator[tuple[str, int]]:
         for target, class_name in enumerate(classes):
+            check_stop()
             files = _class_files(path, class_name)
             if not files:
                 empty.append(class_name)
@@ -72,17 +74,18 @@ def check_same_classes(train: Split, val: Split) -> None:
         )
 
 
-def find_splits(root: str, cache: str | None = None,
-                note: Callable[[str], None] = lambda line: None) -> tuple[Split, Split]:
+def find_splits(root: str, cache: str | None = None, note: Callable[[str], None] = lambda line: None,
+                check_stop: StopCheck = no_stop) -> tuple[Split, Split]:
     """Both splits, read from ``cache`` while the folders are unchanged, else indexed (and
-    written to ``cache``); ``note`` gets a line saying which."""
+    written to ``cache``, whole or not at all: a stop while walking writes nothing); ``note``
+    gets a line saying which."""
     fingerprint = folder_fingerprint(root)
     splits = read_index_cache(cache, fingerprint, root) if cache else None
     if splits is not None:
         note(f"data index: read from {cache}")
     else:
         note(f"data index: walked {root} ({'no cache' if not cache else f'no current cache at {cache}: written'})")
-        splits = find_split(root, "train"), find_split(root, "val")
+        splits = find_split(root, "train", check_stop), find_split(root, "val", check_stop)
         check_same_classes(*splits)
         if cache:
             try:

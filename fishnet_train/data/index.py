@@ -43,6 +43,20 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
+def member_key(name: str) -> str:
+    """A webdataset key: the relative path without its extension, other dots made underscores
+    (webdataset cuts a member's name at the first dot of its basename)."""
+    stem, _ = os.path.splitext(name)
+    folder, base = os.path.split(stem)
+    return os.path.join(folder, base.replace(".", "_"))
+
+
+def sample_members(sample_name: str) -> tuple[str, str]:
+    """The shard members of a sample: its data ``<key>.<ext>`` (extension lower-cased) and its class ``<key>.cls``."""
+    key, ext = member_key(sample_name), os.path.splitext(sample_name)[1].lstrip(".").lower()
+    return f"{key}.{ext}", f"{key}.cls"
+
+
 def open_shard_limit() -> int:
     """Shards one split keeps open in one process: a quarter of the descriptor limit (``ulimit -n``),
     so that a train and a val split and torch's own descriptors fit. ImageNet at 256 MiB makes about
@@ -112,6 +126,17 @@ class Split:
 
     def target(self, i: int) -> int:
         return self.samples.target(i)
+
+    def location(self, i: int) -> str:
+        """Where a person finds sample ``i``, for messages: its file, or in a shard
+        ``<shard>:<member>`` (what ``tar -xf <shard> <member>`` extracts) and, where packing
+        renamed it, the path it was packed from, relative to the source root."""
+        if not self.shard_files or self.samples.shard is None:
+            return self.path(i)
+        name = self.samples.name(i)
+        member, _ = sample_members(name)
+        where = f"{self.shard_files[int(self.samples.shard[i])]}:{member}"
+        return where if member == name else f"{where} (packed from {os.path.basename(self.root)}/{name})"
 
     def paths(self) -> list[str]:
         return [self.path(i) for i in range(len(self))]

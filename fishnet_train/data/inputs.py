@@ -12,6 +12,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from ..errors import UserError
 from .datasets import describe_failure
 from .images import DECODE_ERRORS, load_rgb
+from .workers import ForkingLoader
 
 
 def find_images(inputs: str) -> list[str]:
@@ -57,5 +58,5 @@ def collate_decoded(items: list) -> tuple[torch.Tensor | None, list[int], list[s
 
 def build_image_loader(paths: list[str], transform: Callable, batch_size: int, workers: int,
                        pin_memory: bool) -> DataLoader:
-    return DataLoader(ImageFiles(paths, transform), batch_size=batch_size, num_workers=workers,
-                      collate_fn=collate_decoded, pin_memory=pin_memory)
+    return ForkingLoader(ImageFiles(paths, transform), batch_size=batch_size, num_workers=workers,
+                         collate_fn=collate_decoded, pin_memory=pin_memory)

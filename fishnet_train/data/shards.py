@@ -19,8 +19,9 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
+from ..processes.signals import StopCheck, no_stop
 from .folders import check_same_classes, find_split
-from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, save_arrays
+from .index import UNREADABLE_ARRAYS, SampleIndex, Split, load_arrays, sample_members, save_arrays
 
 BLOCK = tarfile.BLOCKSIZE
 
@@ -36,20 +37,6 @@ def require_index(root: str, name: str) -> str:
         raise UserError(f"{path} not found: data.format=shards needs data.root made by "
                         "fishnet-prepare or tools/make_shards.py (or use data.format=folder)")
     return path
-
-
-def member_key(name: str) -> str:
-    """A webdataset key: the relative path without its extension, other dots made underscores
-    (webdataset cuts a member's name at the first dot of its basename)."""
-    stem, _ = os.path.splitext(name)
-    folder, base = os.path.split(stem)
-    return os.path.join(folder, base.replace(".", "_"))
-
-
-def sample_members(sample_name: str) -> tuple[str, str]:
-    """The shard members of a sample: its data ``<key>.<ext>`` (extension lower-cased) and its class ``<key>.cls``."""
-    key, ext = member_key(sample_name), os.path.splitext(sample_name)[1].lstrip(".").lower()
-    return f"{key}.{ext}", f"{key}.cls"
 
 
 def member_info(name: str, size: int) -> tarfile.TarInfo:
@@ -140,13 +127,15 @@ def read_shard_splits(root: str) -> tuple[Split, Split]:
     return splits
 
 
-def stage_shards(root: str, stage_dir: str) -> str:
+def stage_shards(root: str, stage_dir: str, check_stop: StopCheck = no_stop) -> str:
     """Copy the shard folder ``root`` into ``stage_dir`` (a local disk), file by file, skipping
     files already there with the same size and time; indices last, so an interrupted copy is redone.
-    Returns the staged root."""
+    ``check_stop`` runs between files and between pieces of one (``COPY_CHUNK``): a stop leaves
+    whole files only. Returns the staged root."""
     os.makedirs(stage_dir, exist_ok=True)
     names = sorted(os.listdir(root))
     for name in sorted(names, key=lambda n: n.endswith("-index.npz")):
+        check_stop()
         source, target = os.path.join(root, name), os.path.join(stage_dir, name)
         if not os.path.isfile(source) or ".tmp" in name:  # a write in progress, or one killed
             continue
@@ -154,18 +143,26 @@ def stage_shards(root: str, stage_dir: str) -> str:
         if os.path.isfile(target) and (os.path.getsize(target), os.stat(target).st_mtime_ns) == (
                 src_stat.st_size, src_stat.st_mtime_ns):
             continue
-        _copy_atomic(source, target)
+        _copy_atomic(source, target, check_stop)
     return stage_dir
 
 
-def _copy_atomic(source: str, target: str) -> None:
+# Copied between two looks at a stop signal: a fraction of a second from a network filesystem.
+COPY_CHUNK = 16 << 20
+
+
+def _copy_atomic(source: str, target: str, check_stop: StopCheck) -> None:
     """Copy through a temporary file of this process's own: jobs sharing a node's stage folder may
-    copy the same file at once, and each must rename a whole copy of its own into place."""
+    copy the same file at once, and each must rename a whole copy of its own into place. A copy
+    stopped or failed midway removes its temporary file."""
     fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=os.path.basename(target) + ".",
                                      suffix=".tmp")
-    os.close(fd)
     try:
-        shutil.copy2(source, temporary)
+        with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
+            while chunk := src.read(COPY_CHUNK):
+                check_stop()
+                dst.write(chunk)
+        shutil.copystat(source, temporary)  # the time, by which a later run knows the copy current
         os.replace(temporary, target)
     except BaseException:
         if os.path.exists(temporary):

@@ -202,6 +202,9 @@ def launch_local(nprocs: int, entrypoint: Callable[..., Any], *args: Any, run_id
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=run_id,
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.5,
+        # Each rank a new interpreter, whatever the launcher's default: a forked child cannot use CUDA
+        # once its parent has, and the ranks have nothing to inherit from the launching process.
+        start_method="spawn",
         **{k: v for k, v in extra.items() if k in known},
     )
     elastic_launch(config, entrypoint)(*args)

@@ -1,11 +1,12 @@
 """Preemption: SIGTERM, SIGUSR1 (SLURM's usual warning) or SIGUSR2 (submitit's) ask the run to stop
-after the current step and save."""
+and save: after the current training step, within a batch of validation, or between pieces of the
+work before training (staging, indexing, the scan)."""
 from __future__ import annotations
 
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, Callable
 
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"; requeue on it
@@ -13,11 +14,19 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(Exception):
-    """Raised after the checkpoint of a preempted run is written."""
+    """Raised after the checkpoint of a preempted run is written (before training: with nothing to write)."""
+
+
+StopCheck = Callable[[], None]  # called between pieces of work; raises Preempted to end the work there
+
+
+def no_stop() -> None:
+    """The ``StopCheck`` of work that nothing stops."""
 
 
 class StopRequest:
-    """Records a stop signal; every rank reads ``signum`` at each step and all agree (``guards.agree``)."""
+    """Records a stop signal; every rank reads it between pieces of work and all agree on it in their next
+    collective (at each step ``guards.agree``), so that no rank waits in one for a rank that left."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -36,6 +45,15 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def raise_if_requested(self, doing: str) -> None:
+        """``Preempted`` naming the signal and what it stopped (``doing``), once a signal came."""
+        if self.signum is not None:
+            raise Preempted(f"stopped by {signal.Signals(self.signum).name} while {doing}")
 
     def previous_handler(self) -> object:
         """The handler ours replaced for the received signal (submitit requeues through it)."""

@@ -90,7 +90,8 @@ def train_one_epoch(
     p, device = progress, parts.device
     parts.step_model.train()
     epoch = EpochAccount(p, device)
-    lr, skipped, scales = parts.schedule(p.step), [], ScaleWatch(loop.nan_policy)
+    # The rate of the epoch's last step so far: what an epoch resumed after its last step reports.
+    lr, skipped, scales = parts.schedule(max(p.step - 1, 0)), [], ScaleWatch(loop.nan_policy)
     stream = DevicePrefetcher(batches, device)
     bar = reporter.bar(range(p.epoch_step, loop.steps_per_epoch), loop.steps_per_epoch - p.epoch_step,
                        f"epoch {p.epoch + 1}/{loop.epochs}")

@@ -36,7 +36,7 @@ from .checkpoint import (
     save_atomic, training_state,
 )
 from .ema import WeightAverage
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, EvaluationStopped, evaluate
 from .guards import eval_memory_message, out_of_memory_hint
 from .loop import EpochStats, LoopOptions, StepHook, StepParts, train_one_epoch
 from .optim import build_optimizer
@@ -74,7 +74,7 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
         run_dir = broadcast_object(run_dir)  # every rank uses rank 0's directory
         t = options.trainer
         reporter = Reporter(run_dir, info.is_main, line_every=(t.log_every_steps, t.log_every_seconds))
-        record = fit(prepare(options, run_dir, info, reporter), stop, after_step)
+        record = fit(prepare(options, run_dir, info, reporter, stop), stop, after_step)
         together = True
         return record
     except Preempted:
@@ -123,7 +123,8 @@ def fail_together(info: DistInfo, error: Exception) -> None:
     publish_failure(info.store, info.rank, info.world_size, code, message.splitlines()[0] if message else "")
 
 
-def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter) -> Run:
+def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter,
+            stop: StopRequest | None = None) -> Run:
     options, lr_note = resolve_lr(options)
     t, d = options.trainer, options.data
     reporter.info(configure_process(settings_for(t, info.rank, info.device)))
@@ -132,7 +133,7 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     notice = region_decoder_notice() if d.region_decode else None
     if notice:
         reporter.warning(notice)
-    splits = index_data(d, info, run_dir, reporter)
+    splits = index_data(d, info, run_dir, reporter, stop)
     num_classes = resolve_num_classes(options.model.num_classes, splits[0].classes, splits[0].root)
     data = build_data(d, splits, info, t.accum_steps, t.seed, t.channels_last)
     model = model_on_device(options, num_classes, info, reporter)
@@ -219,8 +220,7 @@ def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None =
         stats = train_one_epoch(run.parts, run.data.train_loader, p, run.loop, reporter=run.reporter, stop=stop,
                                 save=lambda: save_checkpoint(run, best=False), after_step=after_step)
         due = (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs
-        val = validate(run, run.parts.model) if due else None
-        ema_val = validate(run, run.parts.ema.model, "val (EMA)") if due and run.parts.ema is not None else None
+        val, ema_val = validate_epoch(run, stop) if due else (None, None)
         p.start_epoch(epoch + 1)
         chosen = ema_val if t.best_by == "ema_top1" else val
         is_best = chosen is not None and chosen.top1 > p.best_top1
@@ -237,7 +237,21 @@ def fit(run: Run, stop: StopRequest | None = None, after_step: StepHook | None =
     return record
 
 
-def validate(run: Run, model: FishNet, desc: str = "val") -> EvalResult:
+def validate_epoch(run: Run, stop: StopRequest | None) -> tuple[EvalResult, EvalResult | None]:
+    """The val figures of the weights and, with EMA, of their average. A stop signal ends the passes at
+    their next batch: last.pt is saved with the epoch trained but not validated (which the resumed run
+    validates, training no step), then ``Preempted``."""
+    try:
+        val = validate(run, run.parts.model, stop=stop)
+        ema_val = validate(run, run.parts.ema.model, "val (EMA)", stop) if run.parts.ema is not None else None
+    except EvaluationStopped:
+        save_checkpoint(run, best=False)
+        raise Preempted(f"stopped by signal while validating epoch {run.progress.epoch + 1}; last.pt saved, "
+                        "with the epoch to validate again") from None
+    return val, ema_val
+
+
+def validate(run: Run, model: FishNet, desc: str = "val", stop: StopRequest | None = None) -> EvalResult:
     """Val figures of ``model``'s current weights, computed exactly as fishnet-eval computes them. Each
     process's BN statistics differ slightly (DDP syncs them at the start of each step, then each updates
     its own): every rank takes rank 0's, the ones saved, so the figures are those of the checkpoint."""
@@ -245,7 +259,7 @@ def validate(run: Run, model: FishNet, desc: str = "val") -> EvalResult:
     bar = run.reporter.bar(run.data.val_loader, len(run.data.val_loader), desc)
     with out_of_memory_hint(eval_memory_message(run.data.val_loader.batch_size or 1)):
         return evaluate(fuse_for_inference(model), bar, run.data.preprocess, model.num_classes, run.info.device,
-                        run.loop.amp)
+                        run.loop.amp, stopping=(lambda: stop.requested) if stop is not None else None)
 
 
 def epoch_record(p: Progress, stats: EpochStats, val: EvalResult | None, seconds: float, skipped: int) -> dict:

@@ -1,7 +1,9 @@
 """Data indexed once per run: rank 0 indexes, every rank gets the same samples; shards train as the folder."""
 import dataclasses
+import datetime
 import os
 import random
+import signal
 
 import pytest
 import torch
@@ -9,11 +11,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fishnet_train.config import DataConfig
-from fishnet_train.data import find_split, scan_undecodable
+from fishnet_train.data import datasets, find_split, folders, scan_undecodable
 from fishnet_train.data.indexing import index_data, on_main, staged_root
 from fishnet_train.data.shards import write_shards
 from fishnet_train.errors import UserError
 from fishnet_train.processes.distributed import DistInfo
+from fishnet_train.processes.signals import Preempted, StopRequest
 from fishnet_train.reporting import Reporter
 from fishnet_train.training.trainer import train
 
@@ -122,3 +125,92 @@ def test_an_unreadable_shard_met_by_the_scan_is_one_clear_error(jpeg_data_and_sh
     data = DataConfig(root=str(copy), format="shards", batch_size=4, workers=0, scan=True)
     with pytest.raises(UserError, match="val-000000.tar is shorter than its index says"):
         index_data(data, DistInfo(0, 1, 0, torch.device("cpu")), str(tmp_path), Reporter(str(tmp_path), True, False))
+
+
+@pytest.fixture
+def stop_request():
+    """A StopRequest installed in this process, as the trainer installs it."""
+    stop = StopRequest().install()
+    yield stop
+    stop.uninstall()
+
+
+def test_a_stop_signal_while_the_folders_are_walked_stops_before_the_index_cache_is_written(
+        tmp_path, monkeypatch, stop_request):
+    root = write_image_folder(tmp_path / "data", classes=3, train_per_class=2, val_per_class=1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    walk = folders._class_files
+
+    def walk_then_signal(path, class_name):
+        if class_name == "class_1":
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives midway through the walk of train/
+        return walk(path, class_name)
+
+    monkeypatch.setattr(folders, "_class_files", walk_then_signal)
+    with pytest.raises(Preempted, match="stopped by SIGTERM while indexing .*data, before training started"):
+        index_data(DataConfig(root=str(root), batch_size=4, workers=0), DistInfo(), str(run_dir),
+                   Reporter(str(run_dir), True, False), stop_request)
+    assert os.listdir(run_dir) == []  # no data_index.npz, whole or partial
+
+
+def test_a_stop_signal_during_the_scan_stops_it_with_loader_workers(tmp_path, monkeypatch, stop_request):
+    root = write_image_folder(tmp_path / "data", classes=3, train_per_class=4, val_per_class=1, ext="jpg")
+    decode = datasets._ScanDataset.__getitem__
+
+    def signal_at_the_first_file(self, j):  # in a forked worker: the signal comes from outside the process
+        if j == 0:
+            os.kill(os.getppid(), signal.SIGTERM)
+        return decode(self, j)
+
+    monkeypatch.setattr(datasets._ScanDataset, "__getitem__", signal_at_the_first_file)
+    data = DataConfig(root=str(root), batch_size=4, workers=2, index_cache=None, scan=True)
+    with pytest.raises(Preempted, match=r"stopped by SIGTERM while scanning the data \(data.scan=true\)"):
+        index_data(data, DistInfo(), str(tmp_path), Reporter(str(tmp_path), True, False), stop_request)
+
+
+def _stop_on_one_rank(rank: int, root: str, shards: str, port: int, out: str) -> None:
+    torch.set_num_threads(1)  # forked: the parent's OpenMP threads are not in this process
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))  # a rank left waiting fails, not hangs
+    try:
+        info, reporter = DistInfo(rank, 2, rank, torch.device("cpu")), Reporter("", False, False)
+
+        def stop_on(stopping_rank: int) -> StopRequest:
+            stop = StopRequest()
+            stop.signum = signal.SIGTERM if rank == stopping_rank else None  # as if the signal reached one rank
+            return stop
+
+        folder = DataConfig(root=root, batch_size=4, workers=0, index_cache=None)
+        phases = {
+            "indexing": lambda: index_data(folder, info, "", reporter, stop_on(0)),
+            "staging": lambda: index_data(DataConfig(root=shards, format="shards", stage_dir=f"{shards}-staged",
+                                                     batch_size=4, workers=0), info, "", reporter, stop_on(0)),
+            "scan": lambda: index_data(dataclasses.replace(folder, scan=True), info, "", reporter, stop_on(1)),
+        }
+        outcomes = {}
+        for phase, run in phases.items():
+            try:
+                run()
+                outcomes[phase] = "went on"
+            except Preempted as e:
+                outcomes[phase] = str(e)
+        outcomes["after"] = len(index_data(folder, info, "", reporter, stop_on(-1))[0])  # the group still works
+        torch.save(outcomes, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_stop_signal_on_one_rank_before_training_stops_every_rank(tmp_path):
+    root = write_image_folder(tmp_path / "data", classes=3, train_per_class=5)
+    shards = tmp_path / "shards"
+    write_shards(str(root), str(shards), shard_mb=1, progress=lambda *a: None)
+    out = str(tmp_path / "outcomes")
+    port = 29000 + random.Random(os.getpid() + 2).randint(0, 900)
+    mp.start_processes(_stop_on_one_rank, args=(str(root), str(shards), port, out), nprocs=2, start_method="fork")
+    a, b = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert a == b
+    assert a["indexing"].startswith(f"stopped by SIGTERM while indexing {root}, before training started")
+    assert a["staging"].startswith(f"stopped by SIGTERM while staging the shards in {shards}-staged")
+    assert a["scan"].startswith("stopped by SIGTERM while scanning the data")
+    assert a["after"] == 15

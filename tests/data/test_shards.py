@@ -1,17 +1,26 @@
 """Tar shards made from an ImageFolder: the same samples, the same bytes, readable by standard tools."""
 import os
+import re
+import subprocess
+import sys
 import tarfile
 
 import pytest
 
+from fishnet_train.config import DataConfig
 from fishnet_train.data import (
-    ImageFolderDataset, ValTransform, collate, find_split, read_shard_split, read_shard_splits, stage_shards,
+    ImageFolderDataset, ValTransform, build_val_loader, find_split, read_shard_split, read_shard_splits,
+    scan_undecodable, stage_shards,
 )
 from fishnet_train.data import index
-from fishnet_train.data.shards import member_key, write_shards
+from fishnet_train.data import shards as shards_module
+from fishnet_train.data.index import member_key
+from fishnet_train.data.shards import write_shards
 from fishnet_train.errors import UserError
+from fishnet_train.processes.signals import Preempted
 
 from ..conftest import write_image_folder
+from ..helpers import ROOT
 
 
 @pytest.fixture
@@ -101,14 +110,47 @@ def test_two_jobs_staging_one_folder_at_once_each_finish_with_whole_files(shards
         assert (stage / name).read_bytes() == (dst / name).read_bytes(), name
 
 
-def test_a_corrupt_file_in_a_shard_is_skipped_and_named_as_in_a_folder(tmp_path):
-    src = write_image_folder(tmp_path / "src", classes=2, train_per_class=3, ext="jpg")
-    (src / "train" / "class_1" / "img_1.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    write_shards(str(src), str(tmp_path / "dst"), shard_mb=1, progress=lambda *a: None)
-    split = read_shard_split(str(tmp_path / "dst"), "train")
-    dataset = ImageFolderDataset(split, ValTransform(32, 32), train=False, bad_images="skip")
-    images, targets, _, skipped = collate([dataset[i] for i in range(len(dataset))])
-    assert len(skipped) == 1 and skipped[0].startswith(str(tmp_path / "dst" / "train" / "class_1" / "img_1.jpg"))
+def test_a_stop_while_staging_leaves_whole_files_only_and_the_next_run_copies_the_rest(shards, tmp_path, monkeypatch):
+    _, dst = shards
+    stage = tmp_path / "local"
+    monkeypatch.setattr(shards_module, "COPY_CHUNK", 1024)  # each shard in several pieces
+
+    def stop_midway_through_the_second_file() -> None:
+        names = os.listdir(stage)
+        if any(n.endswith(".tmp") for n in names) and len(names) == 2:
+            raise Preempted("stopped by SIGTERM while staging the shards")
+
+    with pytest.raises(Preempted):
+        stage_shards(str(dst), str(stage), stop_midway_through_the_second_file)
+    staged = os.listdir(stage)
+    assert staged == ["train-000000.tar"]  # no temporary file, and no index before the shards it points to
+    assert (stage / staged[0]).read_bytes() == (dst / staged[0]).read_bytes()
+    stage_shards(str(dst), str(stage))
+    assert sorted(os.listdir(stage)) == sorted(os.listdir(dst))
+    assert all((stage / name).read_bytes() == (dst / name).read_bytes() for name in os.listdir(dst))
+
+
+def test_a_truncated_jpeg_in_a_shard_is_named_by_its_shard_member_and_the_path_it_was_packed_from(tmp_path):
+    src = write_image_folder(tmp_path / "src", classes=2, train_per_class=3, val_per_class=3, size=48, ext="jpg")
+    photo = src / "val" / "class_1" / "img_1.jpg"
+    packed_from = photo.with_name("img.1.JPEG")  # packed as img_1.jpeg: other dots and the extension's case change
+    packed_from.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])
+    photo.unlink()
+    dst = tmp_path / "dst"
+    tool = subprocess.run([sys.executable, "tools/make_shards.py", str(src), str(dst), "--shard-mb", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert tool.returncode == 0, tool.stderr
+    where = f"{dst / 'val-000000.tar'}:class_1/img_1.jpeg (packed from val/class_1/img.1.JPEG)"
+    split = read_shard_split(str(dst), "val")
+    data = DataConfig(root=str(dst), format="shards", batch_size=4, workers=2, val_resize=32, val_crop=32)
+    skipped = [reason for *_, reasons in build_val_loader(split, data, 0, 1, False) for reason in reasons]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{where}: "), skipped
+    assert scan_undecodable([split], workers=2) == skipped
+    with tarfile.open(dst / "val-000000.tar") as tar:  # the name finds the member, for tar -xf
+        assert tar.extractfile("class_1/img_1.jpeg").read() == packed_from.read_bytes()
+    index = next(i for i in range(len(split)) if split.samples.name(i) == "class_1/img.1.JPEG")
+    with pytest.raises(UserError, match=re.escape(f"cannot decode {where}: ")):
+        ImageFolderDataset(split, ValTransform(32, 32), train=False, bad_images="error")[index]
 
 
 def test_open_shards_are_capped_the_least_recently_read_closed_first(shards, monkeypatch):

@@ -4,7 +4,6 @@ download without extracting it, in parallel, resumable."""
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 import os
 import signal
 import tempfile
@@ -16,6 +15,7 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 from ...errors import UserError
+from ...processes.start_methods import forking_context
 from .plan import Shard, plan_shards
 from .sources import SourceSplit, find_source
 from .writers import Task, clean_folders, clean_shards, make_task, peak_rss_mb, run_task, shard_done, write_index
@@ -58,8 +58,8 @@ def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None,
     with ExitStack() as stack:
         pool = None
         if (workers or default_workers()) > 1:
-            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-            pool = stack.enter_context(context.Pool(workers or default_workers(), initializer=_die_with_parent))
+            pool = stack.enter_context(
+                forking_context().Pool(workers or default_workers(), initializer=_die_with_parent))
         layout, train, val = find_source(src, pool.imap if pool else map)
         _check_counts(src, layout, train, val, subset, out)
         plans = [plan_shards(split, shard_mb << 20) for split in (train, val)]

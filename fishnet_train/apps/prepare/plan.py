@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...data.shards import BLOCK, member_info, sample_members
+from ...data.index import sample_members
+from ...data.shards import BLOCK, member_info
 from .sources import SourceSplit
 
 LENGTH_NAME, MAX_USTAR_SIZE = 100, 8 ** 11  # beyond these a PAX header holds the name or size

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...data.index import UNREADABLE_ARRAYS, load_arrays
-from ...data.shards import add_member, index_file, sample_members
+from ...data.index import UNREADABLE_ARRAYS, load_arrays, sample_members
+from ...data.shards import add_member, index_file
 from ...errors import UserError
 from .plan import Shard
 from .sources import SampleReader, SourceRef, SourceSplit
