@@ -1,6 +1,7 @@
 """Helpers shared by the test packages: tiny models and configs, crafted files, CLI runners."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -9,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_module
+from PIL import Image
 
 from fishnet_train.config import TrainConfig, register_configs, to_options
 
@@ -159,3 +162,13 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def add_large_photos(data: Path, count: int) -> None:
+    """``count`` copies of one 2400x2400 JPEG among the train images: a scan of a second or more in two workers."""
+    y, x = np.mgrid[0:2400, 0:2400]
+    pixels = np.stack([x * 255 // 2400, y * 255 // 2400, (x + y) * 255 // 4800], -1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    for i in range(count):
+        (data / "train" / f"class_{i % 3}" / f"large_{i}.jpg").write_bytes(buffer.getvalue())

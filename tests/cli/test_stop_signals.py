@@ -1,19 +1,16 @@
 """Stop signals as schedulers and runtimes send them: to every process of the job, loader workers included."""
-import io
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from fishnet_train.training.trainer import train
 
 from ..conftest import write_image_folder
-from ..helpers import BIN, TINY_TRAIN, assert_same_tensors, metrics, saved_state, tiny_options
+from ..helpers import BIN, TINY_TRAIN, add_large_photos, assert_same_tensors, metrics, saved_state, tiny_options
 
 # JPEGs in two loader worker processes, as users train; 4 steps per epoch; last.pt only at epoch ends.
 WORKERS = ("data.workers=2", "trainer.epochs=3", "trainer.log_every_steps=1", "trainer.checkpoint_every_steps=0")
@@ -103,16 +100,6 @@ def children(pid: int) -> list[int]:
         except (OSError, IndexError):
             pass  # ended meanwhile
     return found
-
-
-def add_large_photos(data: Path, count: int) -> None:
-    """``count`` copies of one 2400x2400 JPEG among the train images: a scan of a second or more in two workers."""
-    y, x = np.mgrid[0:2400, 0:2400]
-    pixels = np.stack([x * 255 // 2400, y * 255 // 2400, (x + y) * 255 // 4800], -1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-    for i in range(count):
-        (data / "train" / f"class_{i % 3}" / f"large_{i}.jpg").write_bytes(buffer.getvalue())
 
 
 def test_a_stop_signal_during_the_data_scan_exits_75_at_once_without_a_traceback(tmp_path):

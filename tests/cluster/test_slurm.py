@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ..conftest import write_image_folder
-from ..helpers import BIN, TINY_TRAIN, assert_ok, assert_same_tensors, metrics, train_cli
+from ..helpers import BIN, TINY_TRAIN, add_large_photos, assert_ok, assert_same_tensors, metrics, train_cli
 from .conftest import (
     STEPS, job_env, output, submit_training, wait_for_checkpoint,
 )
@@ -126,6 +126,38 @@ def test_the_submitit_launcher_saves_on_usr2_and_its_requeued_job_resumes_mid_ep
     assert_resumed_once_and_complete(run_dir, stopped_at)
     assert "step 0 of it" not in (run_dir / "train.log").read_text()  # mid-epoch, not from an epoch's start
     assert_same_tensors(weights(reference_job), weights(run_dir))
+
+
+def loader_workers(job_id: int) -> list[int]:
+    """The job's loader workers: its processes started by one of its training processes."""
+    parents: dict[int, int] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        proc = Path("/proc") / entry
+        try:
+            if f"SLURM_JOB_ID={job_id}".encode() in proc.joinpath("environ").read_bytes().split(b"\0") and \
+                    b"fishnet-train" in proc.joinpath("cmdline").read_bytes():
+                parents[int(entry)] = int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            pass  # ended meanwhile
+    return [pid for pid, parent in parents.items() if parent in parents]
+
+
+def test_a_requeue_during_the_data_scan_stops_every_rank_without_a_traceback_and_the_job_trains_after(
+        slurm, slurm_data, tmp_path):
+    data = tmp_path / "data"
+    subprocess.run(["cp", "-r", str(slurm_data), str(data)], check=True)
+    add_large_photos(data, 150)  # a scan of some seconds
+    job, run_dir = submit_training(slurm, tmp_path / "job", data, "data.scan=true", "data.workers=2")
+    log = run_dir / "train.log"
+    wait_for(lambda: log.exists() and "data index:" in log.read_text(), 240)
+    wait_for(lambda: loader_workers(job), 60)  # the scan has started its workers
+    slurm.command("scontrol", "requeue", str(job))  # SIGTERM to every process of the job, workers included
+    info = slurm.wait_done(job)
+    text = output(tmp_path / "job", job)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, text)
+    lines = [line for line in text.splitlines() if line.startswith("preempted: stopped by SIGTERM while scanning")]
+    assert len(lines) == 2 and "Traceback" not in text, text  # both ranks, before training: nothing saved
+    assert [r["epoch"] for r in metrics(run_dir)] == [1, 2, 3]
 
 
 def test_a_user_error_on_one_rank_ends_the_job_within_a_minute_with_exit_2(slurm, slurm_data, tmp_path):
