@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(VENV)/bin/python pyproject.toml
+# setup.py builds the optional C extension (the training crop's region decoder): rebuilt when it changes.
+$(STAMP): $(VENV)/bin/python pyproject.toml setup.py fishnet_train/data/_jpeg_region.c
 	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 

@@ -43,3 +43,18 @@ def timed(step: Callable[[], object], steps: int, images: int, device: torch.dev
         step()
     sync(device)
     return steps * images / (time.perf_counter() - start)
+
+
+def paired_images_per_second(fns: dict[Key, Callable[[int], object]], n: int, rounds: int) -> dict[Key, float]:
+    """Items per second of each ``fn`` over ``0 .. n - 1``, the fns taking turns on every item (in
+    alternating order, so that none always finds the file in a warm cache): a load that comes and goes
+    on a shared machine slows all alike, and their ratio holds where separate rounds drift."""
+    spent = {name: 0.0 for name in fns}
+    order = list(fns.items())
+    for _ in range(rounds):
+        for i in range(n):
+            for name, fn in order if i % 2 else reversed(order):
+                start = time.perf_counter()
+                fn(i)
+                spent[name] += time.perf_counter() - start
+    return {name: rounds * n / seconds for name, seconds in spent.items()}
