@@ -18,7 +18,9 @@ def dali_train_pipeline(paths: list[str]) -> Callable[[], float] | str:
         return "skipped: nvidia-dali is not installed (pip install nvidia-dali-cuda120)"
     fn, types = dali.fn, dali.types
 
-    @dali.pipeline_def(batch_size=BATCH, num_threads=1, device_id=None, seed=0, prefetch_queue_depth=1)
+    batch = max(1, min(BATCH, len(paths)))
+
+    @dali.pipeline_def(batch_size=batch, num_threads=1, device_id=None, seed=0, prefetch_queue_depth=1)
     def pipeline():
         jpegs, labels = fn.readers.file(files=paths, labels=list(range(len(paths))), name="files")
         images = fn.decoders.image_random_crop(jpegs, device="cpu", output_type=types.RGB,
@@ -29,11 +31,11 @@ def dali_train_pipeline(paths: list[str]) -> Callable[[], float] | str:
 
     pipe = pipeline()
     pipe.build()
-    batches = len(paths) // BATCH
+    batches = len(paths) // batch
 
     def measure() -> float:
         start = time.perf_counter()
         for _ in range(batches):
             pipe.run()
-        return batches * BATCH / (time.perf_counter() - start)
+        return batches * batch / (time.perf_counter() - start)
     return measure
