@@ -118,9 +118,7 @@ class EncodedImage:
             except ValueError:  # what the whole-image path refuses or hands to Pillow: let it decide
                 pass
         pixels = self.decode(reduction, fast)
-        if pixels.shape[1:] != (self.height, self.width):
-            box = scale_box(box, (self.width, self.height), (pixels.shape[2], pixels.shape[1]))
-        left, top, w, h = box
+        left, top, w, h = scale_box(box, (self.width, self.height), (pixels.shape[2], pixels.shape[1]))
         return pixels[:, top:top + h, left:left + w]
 
 
