@@ -271,5 +271,5 @@ def check_batch_norm_sizes(d: DataConfig, micro_batch: int) -> None:
 def check_batch_split(global_batch: int, world_size: int, accum_steps: int) -> None:
     parts = world_size * accum_steps
     if global_batch % parts:
-        fail(f"data.batch_size={global_batch} does not split over {world_size} processes x {accum_steps} "
-             f"accumulation steps; use a multiple of {parts}")
+        fail(f"data.batch_size={global_batch} does not split over {world_size} processes x "
+             f"trainer.accum_steps={accum_steps}; use a multiple of {parts}")

@@ -66,7 +66,7 @@ def test_train_values_that_cannot_be_meant_are_refused(overrides, message):
 def test_a_batch_that_does_not_split_over_the_known_processes_is_refused():
     options = to_options(compose_train("data.root=/data", "data.batch_size=6", "trainer.accum_steps=2"))
     check_options(options, world_size=3)
-    with pytest.raises(UserError, match="does not split over 2 processes x 2 accumulation steps; use a multiple of 4"):
+    with pytest.raises(UserError, match="does not split over 2 processes x trainer.accum_steps=2; use a multiple of 4"):
         check_options(options, world_size=2)
 
 

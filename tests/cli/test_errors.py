@@ -22,7 +22,7 @@ SLOW = pytest.mark.slow
     (["model=fishnet42"], ["model/fishnet42", "model= one of", "fishnet99"]),
     (["model.name=fishnet42"], ["unknown model 'fishnet42'", "fishnet99"]),
     pytest.param(["data.batch_size=0"], ["data.batch_size must be positive"], marks=SLOW),
-    (["data.batch_size=7", "trainer.accum_steps=2"], ["does not split", "multiple of 2"]),
+    (["data.batch_size=7", "trainer.accum_steps=2"], ["does not split", "trainer.accum_steps=2", "multiple of 2"]),
     (["model.num_classes=5"], ["model.num_classes=5", "3 classes", "model.num_classes=3"]),
     pytest.param(["trainer.amp=fp8"], ["trainer.amp='fp8'", "none, bf16, fp16"], marks=SLOW),
     pytest.param(["trainer.resume=/nonexistent/last.pt"], ["/nonexistent/last.pt", "no such file"], marks=SLOW),
