@@ -20,9 +20,9 @@ from .checkpoint import check_resume_option
 from .optim import LrSchedule
 
 
-def check_model_name(name: str | None, how: str = "model=...") -> None:
+def check_model_name(name: str | None, how: str = "model=NAME") -> None:
     if name not in list_models():
-        raise UserError(f"unknown model {name!r}; choose one of {', '.join(list_models())} ({how})")
+        raise UserError(f"model.name={name!r} is not a known model; choose one of {', '.join(list_models())} ({how})")
 
 
 def check_inputs(options: TrainConfig) -> None:

@@ -21,7 +21,7 @@ def test_a_predictions_file_in_a_missing_folder_is_refused_before_evaluating(ima
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.name=fishnet42", "unknown model 'fishnet42'"),
+    ("model.name=fishnet42", "model.name='fishnet42' is not a known model"),
     ("checkpoint=/nonexistent.pt", "checkpoint not found: /nonexistent.pt"),
 ])
 def test_unknown_models_and_missing_files_are_refused(image_folder, tmp_path, override, message):

@@ -20,7 +20,7 @@ SLOW = pytest.mark.slow
 
 @pytest.mark.parametrize("overrides, fragments", [
     (["model=fishnet42"], ["model/fishnet42", "model= one of", "fishnet99"]),
-    (["model.name=fishnet42"], ["unknown model 'fishnet42'", "fishnet99"]),
+    (["model.name=fishnet42"], ["model.name='fishnet42' is not a known model", "fishnet99"]),
     pytest.param(["data.batch_size=0"], ["data.batch_size must be positive"], marks=SLOW),
     (["data.batch_size=7", "trainer.accum_steps=2"], ["does not split", "trainer.accum_steps=2", "multiple of 2"]),
     (["model.num_classes=5"], ["model.num_classes=5", "3 classes", "model.num_classes=3"]),
