@@ -16,7 +16,7 @@ from ..data.augment import BatchAugment
 from ..data.indexing import index_data
 from ..data.jpeg_region import region_decoder_notice
 from ..data.transforms import progressive_crop
-from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
+from ..errors import USER_ERROR_EXIT_CODE, UserError, naming_option, user_message
 from ..inference import fuse_for_inference
 from ..models import FishNet
 from ..processes.distributed import (
@@ -167,7 +167,8 @@ def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, repo
     m, t = options.model, options.trainer
     model = build_model(m, num_classes)
     if m.pretrained:
-        reinitialised = load_pretrained(model, m.pretrained, m.use_ema)
+        with naming_option("model.pretrained"):
+            reinitialised = load_pretrained(model, m.pretrained, m.use_ema)
         reporter.info(f"loaded weights from {m.pretrained}"
                       + (" (classifier re-initialised for the new classes)" if reinitialised else ""))
     if m.freeze_backbone:
@@ -191,8 +192,10 @@ def resume(resume_option: str | None, ckpt_dir: str, model: nn.Module, optimizer
     if not os.path.isfile(path):
         raise UserError(f"rank {info.rank} cannot see {path}, which rank 0 resumes from: put the run directory on "
                         "a filesystem every node shares (hydra.run.dir=...)")
-    state = load_training_state(path)
-    progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema, info.device)
+    with naming_option("trainer.resume"):  # also when auto found the run's own last.pt
+        state = load_training_state(path)
+        progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema,
+                                          info.device)
     if ema is not None and state.get("model_ema") is None:
         reporter.warning(f"{path} has no EMA weights (model.ema_decay was off): the average starts now")
     reporter.keep_epochs(progress.epoch)  # lines of epochs after the checkpoint are written again
