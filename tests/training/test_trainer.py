@@ -237,6 +237,13 @@ def test_a_resume_with_other_parameter_groups_is_one_clear_error(image_folder, t
         _one_step(image_folder, tmp_path / "run", "optim.backbone_lr_scale=0.1", "trainer.epochs=2")
 
 
+def test_a_resume_with_another_optimizer_is_one_clear_error(image_folder, tmp_path):
+    _one_step(image_folder, tmp_path / "run")
+    with pytest.raises(UserError, match="^trainer.resume: the checkpoint's optimizer state is sgd's, but "
+                                        "optim.name=adamw: set optim.name=sgd"):
+        _one_step(image_folder, tmp_path / "run", "optim=adamw", "trainer.epochs=2")
+
+
 @pytest.mark.parametrize("key", ["model.pretrained", "trainer.resume"])
 def test_a_file_that_is_no_checkpoint_is_refused_naming_the_option_that_gave_it(image_folder, tmp_path, key):
     notes = tmp_path / "notes.txt"
