@@ -2,6 +2,10 @@
 
 The command-line entry points print such an error as one line and exit with status 2.
 """
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -22,3 +26,16 @@ def user_message(error: UserError) -> str:
         last = text.rstrip().splitlines()[-1]
         return last.split(": ", 1)[1] if ": " in last else last
     return text
+
+
+@contextlib.contextmanager
+def naming_option(key: str) -> Iterator[None]:
+    """A CheckpointError raised inside starts with ``key``, the option that named the file: the readers
+    of a checkpoint know its path, not which of the run's options gave it."""
+    try:
+        yield
+    except CheckpointError as e:
+        message = user_message(e)
+        if message.startswith(key):
+            raise
+        raise CheckpointError(f"{key}: {message}") from None

@@ -2,6 +2,7 @@
 checkpoints, exported safetensors files and the released checkpoints, with what each carries."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from ..config import DataConfig
-from ..errors import CheckpointError, UserError
+from ..errors import CheckpointError, UserError, naming_option
 from ..models import FishNet, create_model, infer_arch, list_models, load_weights, read_checkpoint
 from ..models.weights import CLASSIFIER_PREFIX, WEIGHTS_FORMAT, extract_state_dict
 from ..training.checkpoint import FORMAT
@@ -28,6 +29,7 @@ class LoadedCheckpoint:
     state: dict[str, torch.Tensor]
     data: dict[str, Any]  # the evaluation transform it was trained with (empty for released files)
     classes: list[str] | None  # the class folders it was trained on (None: released files)
+    arch_given: bool = False  # ``arch`` is model.name's, not the file's
 
 
 def load_checkpoint(path: str, arch: str | None, ema: bool = False) -> LoadedCheckpoint:
@@ -39,6 +41,7 @@ def load_checkpoint(path: str, arch: str | None, ema: bool = False) -> LoadedChe
         raise CheckpointError(
             f"{path} has no classifier weights ({CLASSIFIER_PREFIX}weight); is it a FishNet checkpoint?")
     saved_arch = raw.get("arch") if isinstance(raw.get("arch"), str) else None
+    arch_given = arch is not None
     if arch is None:
         arch = saved_arch if saved_arch in list_models() else infer_arch(state)
     data: dict[str, Any] = {}
@@ -52,7 +55,7 @@ def load_checkpoint(path: str, arch: str | None, ema: bool = False) -> LoadedChe
     num_classes = state[CLASSIFIER_PREFIX + "weight"].shape[0]
     if classes is not None and len(classes) != num_classes:
         raise CheckpointError(f"{path} lists {len(classes)} class names for a classifier of {num_classes} classes")
-    return LoadedCheckpoint(path, arch, num_classes, state, data, classes)
+    return LoadedCheckpoint(path, arch, num_classes, state, data, classes, arch_given)
 
 
 def inference_data(data: DataConfig, ckpt: LoadedCheckpoint, overridden: set[str]) -> DataConfig:
@@ -69,7 +72,9 @@ def build_trained_model(ckpt: LoadedCheckpoint, num_classes: int | None = None) 
     if num_classes is not None and num_classes != ckpt.num_classes:
         raise CheckpointError(f"{ckpt.path} predicts {ckpt.num_classes} classes, not model.num_classes={num_classes}; "
                               "set model.num_classes=null to take the checkpoint's")
-    return load_weights(create_model(ckpt.arch, num_classes=ckpt.num_classes), ckpt.state).eval()
+    model = create_model(ckpt.arch, num_classes=ckpt.num_classes)
+    with naming_option(f"model.name={ckpt.arch}") if ckpt.arch_given else contextlib.nullcontext():
+        return load_weights(model, ckpt.state).eval()
 
 
 def class_names(ckpt: LoadedCheckpoint) -> list[str]:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from ..config import SQRT_SCALED_OPTIMIZERS, DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 from ..data import BatchPreprocess, Split, TrainSampler, build_train_loader, build_val_loader
 from ..data.indexing import check_data_root
-from ..errors import UserError
+from ..errors import UserError, naming_option
 from ..models import FishNet, create_model, list_models, load_weights, read_checkpoint
 from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract_state_dict
 from ..processes.distributed import DistInfo
@@ -30,7 +30,8 @@ def check_inputs(options: TrainConfig) -> None:
     m = options.model
     check_model_name(m.name)
     if m.pretrained:
-        check_checkpoint_exists(m.pretrained)
+        with naming_option("model.pretrained"):
+            check_checkpoint_exists(m.pretrained)
     check_resume_option(options.trainer.resume)
     train_path, classes = check_data_root(options.data)
     if classes:  # shards: checked once their index is read

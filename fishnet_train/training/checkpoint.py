@@ -164,6 +164,19 @@ def load_training_state(path: str) -> dict[str, Any]:
     return state
 
 
+def check_same_optimizer(state: dict[str, Any], name: str) -> None:
+    """Another optimizer cannot go on from the checkpoint's state (its moments and step counts are
+    another kind): one clear error, not a KeyError in the first step."""
+    config = state.get("config")
+    optim = config.get("optim") if isinstance(config, dict) else None
+    saved = optim.get("name") if isinstance(optim, dict) else None
+    if saved is not None and saved != name:
+        raise CheckpointError(
+            f"the checkpoint's optimizer state is {saved}'s, but optim.name={name}: set optim.name={saved} to go "
+            "on, or start from its weights with model.pretrained=<checkpoint> trainer.resume=null"
+        )
+
+
 def restore_training_state(
     state: dict[str, Any],
     model: nn.Module,

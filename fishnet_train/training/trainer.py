@@ -16,7 +16,7 @@ from ..data.augment import BatchAugment
 from ..data.indexing import index_data
 from ..data.jpeg_region import region_decoder_notice
 from ..data.transforms import progressive_crop
-from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
+from ..errors import USER_ERROR_EXIT_CODE, UserError, naming_option, user_message
 from ..inference import fuse_for_inference
 from ..models import FishNet
 from ..processes.distributed import (
@@ -32,8 +32,8 @@ from .build import (
     resolve_lr, resolve_num_classes,
 )
 from .checkpoint import (
-    Progress, copy_atomic, keep_epoch_checkpoint, load_training_state, restore_training_state, resume_path, rng_state,
-    save_atomic, training_state,
+    Progress, check_same_optimizer, copy_atomic, keep_epoch_checkpoint, load_training_state, restore_training_state,
+    resume_path, rng_state, save_atomic, training_state,
 )
 from .ema import WeightAverage
 from .evaluate import EvalResult, EvaluationStopped, evaluate
@@ -146,7 +146,7 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     schedule = build_schedule(options.optim, options.schedule, steps, t.epochs)
     ema = build_ema(options.model, model, schedule.warmup_steps)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    progress = resume(t.resume, ckpt_dir, model, optimizer, scaler, ema, info, reporter)
+    progress = resume(t.resume, ckpt_dir, model, optimizer, options.optim.name, scaler, ema, info, reporter)
     augment = BatchAugment(d.random_erase, d.mixup_alpha, d.cutmix_alpha, num_classes)
     parts = StepParts(model, step_model(model, info, t.compile), optimizer, scaler, schedule, data.preprocess,
                       info.device, augment if augment.active else None, ema)
@@ -168,7 +168,8 @@ def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, repo
     m, t = options.model, options.trainer
     model = build_model(m, num_classes)
     if m.pretrained:
-        reinitialised = load_pretrained(model, m.pretrained, m.use_ema)
+        with naming_option("model.pretrained"):
+            reinitialised = load_pretrained(model, m.pretrained, m.use_ema)
         reporter.info(f"loaded weights from {m.pretrained}"
                       + (" (classifier re-initialised for the new classes)" if reinitialised else ""))
     if m.freeze_backbone:
@@ -183,7 +184,8 @@ def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, repo
 
 
 def resume(resume_option: str | None, ckpt_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler, ema: WeightAverage | None, info: DistInfo, reporter: Reporter) -> Progress:
+           optimizer_name: str, scaler: torch.amp.GradScaler, ema: WeightAverage | None, info: DistInfo,
+           reporter: Reporter) -> Progress:
     """Load the state ``trainer.resume`` names into the parts; where the run stands."""
     # Rank 0 decides, so that ranks which see other files never split into fresh and resumed ones.
     path = broadcast_object(resume_path(resume_option, ckpt_dir) if info.is_main else None)
@@ -192,8 +194,11 @@ def resume(resume_option: str | None, ckpt_dir: str, model: nn.Module, optimizer
     if not os.path.isfile(path):
         raise UserError(f"rank {info.rank} cannot see {path}, which rank 0 resumes from: put the run directory on "
                         "a filesystem every node shares (hydra.run.dir=...)")
-    state = load_training_state(path)
-    progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema, info.device)
+    with naming_option("trainer.resume"):  # also when auto found the run's own last.pt
+        state = load_training_state(path)
+        check_same_optimizer(state, optimizer_name)
+        progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema,
+                                          info.device)
     if ema is not None and state.get("model_ema") is None:
         reporter.warning(f"{path} has no EMA weights (model.ema_decay was off): the average starts now")
     reporter.keep_epochs(progress.epoch)  # lines of epochs after the checkpoint are written again

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fishnet_train.apps.trained_model import (
-    LoadedCheckpoint, check_same_classes, class_names, inference_data, load_checkpoint,
+    LoadedCheckpoint, build_trained_model, check_same_classes, class_names, inference_data, load_checkpoint,
 )
 from fishnet_train.config import EvalConfig, to_options
 from fishnet_train.errors import CheckpointError, UserError
@@ -42,6 +42,14 @@ def test_released_files_carry_no_class_names_and_their_architecture_is_inferred(
 def test_a_class_list_that_does_not_fit_the_classifier_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="lists 2 class names for a classifier of 3 classes"):
         load_checkpoint(str(save_trained(tmp_path / "w.pt", classes=("a", "b"))), arch=None)
+
+
+def test_weights_that_do_not_fit_the_model_name_given_are_refused_naming_it(tmp_path):
+    path = str(save_trained(tmp_path / "w.pt"))  # a tiny FishNet's weights
+    with pytest.raises(CheckpointError, match="^model.name=fishnet150: checkpoint does not fit the model"):
+        build_trained_model(load_checkpoint(path, arch="fishnet150"))
+    with pytest.raises(CheckpointError, match="^checkpoint does not fit the model"):  # the file's own arch
+        build_trained_model(load_checkpoint(path, arch=None))
 
 
 def test_names_shown_are_the_checkpoints_then_imagenets_then_indices():

@@ -237,6 +237,28 @@ def test_a_resume_with_other_parameter_groups_is_one_clear_error(image_folder, t
         _one_step(image_folder, tmp_path / "run", "optim.backbone_lr_scale=0.1", "trainer.epochs=2")
 
 
+def test_a_resume_with_another_optimizer_is_one_clear_error(image_folder, tmp_path):
+    _one_step(image_folder, tmp_path / "run")
+    with pytest.raises(UserError, match="^trainer.resume: the checkpoint's optimizer state is sgd's, but "
+                                        "optim.name=adamw: set optim.name=sgd"):
+        _one_step(image_folder, tmp_path / "run", "optim=adamw", "trainer.epochs=2")
+
+
+@pytest.mark.parametrize("key", ["model.pretrained", "trainer.resume"])
+def test_a_file_that_is_no_checkpoint_is_refused_naming_the_option_that_gave_it(image_folder, tmp_path, key):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    with pytest.raises(UserError, match=rf"^{key}: .*notes.txt is not a PyTorch checkpoint"):
+        _one_step(image_folder, tmp_path / "run", f"{key}={notes}")
+
+
+def test_a_missing_pretrained_file_is_refused_naming_the_option():
+    from fishnet_train.training.build import check_inputs
+
+    with pytest.raises(UserError, match="^model.pretrained: checkpoint not found: /nonexistent/w.pt"):
+        check_inputs(to_options(compose_train("data.root=/d", "model.pretrained=/nonexistent/w.pt")))
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_cfg("trainer.epochs=1"), str(run_dir))
