@@ -10,7 +10,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # setup.py builds the optional C extension (the training crop's region decoder): rebuilt when it changes.
-$(STAMP): $(VENV)/bin/python pyproject.toml setup.py fishnet_train/data/_jpeg_region.c
+$(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard fishnet_train/data/_jpeg_*.[ch])
 	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 

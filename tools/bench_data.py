@@ -1,10 +1,13 @@
 """Data-pipeline benchmark: the trainer's worker transforms vs torchvision's reference and DALI's CPU
-pipeline, the training crop's region decode vs the whole-image decode, and the loader with 1 and 2 workers."""
+pipeline, the training crop's region decode vs the whole-image decode (on the files as they are, and on
+copies with a restart marker after every MCU, tools/add_restart_markers.py), and the loader with 1 and 2
+workers."""
 from __future__ import annotations
 
 import functools
 import os
 import random
+import tempfile
 
 import torch
 from torchvision import transforms as T
@@ -18,6 +21,7 @@ from fishnet_train.data import ImageFolderDataset, SampleIndex, Split, TrainTran
 from fishnet_train.data.augment import auto_augment
 from fishnet_train.data.images import open_image, read_file
 from fishnet_train.data.jpeg_region import region_decoder_notice
+from fishnet_train.data.restart_markers import rewrite_tree
 from fishnet_train.data.samplers import sample_seed
 from fishnet_train.data.transforms import crop_reduction, random_resized_crop_box
 
@@ -74,7 +78,8 @@ def bench_data(root: str, limit: int | None, rounds: int) -> dict:
     torch.set_num_threads(1)  # a loader worker's setting
     os.sched_setaffinity(0, {max(cores)})
     try:
-        results = _bench_data(root, limit, rounds)
+        with tempfile.TemporaryDirectory() as marked:
+            results = _bench_data(root, limit, rounds, marked)
     finally:
         torch.set_num_threads(threads)
         os.sched_setaffinity(0, cores)
@@ -83,11 +88,20 @@ def bench_data(root: str, limit: int | None, rounds: int) -> dict:
     return results
 
 
-def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
+def with_restart_markers(split: Split, folder: str) -> Split:
+    """The same samples, rewritten into ``folder`` with a restart marker after every MCU."""
+    for name in {os.path.dirname(os.path.dirname(name)) for name, _ in split.samples}:
+        rewrite_tree(os.path.join(split.root, name), os.path.join(folder, name), workers=1)
+    return Split(folder, split.classes, split.samples)
+
+
+def _bench_data(root: str, limit: int | None, rounds: int, marked_folder: str) -> dict:
     splits = [find_split(root, name) for name in ("train", "val") if os.path.isdir(os.path.join(root, name))]
     pairs = [(os.path.join(os.path.basename(s.root), name), t) for s in splits for name, t in s.samples][:limit]
     split = Split(root, splits[0].classes, SampleIndex.from_pairs(pairs))
     paths = split.paths()
+    marked = with_restart_markers(split, marked_folder)
+    ours_marked = ImageFolderDataset(marked, train_transform("fast"), train=True)
     ours_train = ImageFolderDataset(split, train_transform("fast"), train=True)
     ours_whole = ImageFolderDataset(split, train_transform("fast", region=False), train=True)
     ours_exact = ImageFolderDataset(split, train_transform("exact"), train=True)
@@ -110,23 +124,38 @@ def _bench_data(root: str, limit: int | None, rounds: int) -> dict:
         ("decode_only", ""): lambda i: pil_loader(paths[i]),
     }
     timed = {key: functools.partial(images_per_second, fn, len(paths)) for key, fn in pipelines.items()}
-    dali = dali_train_pipeline(paths)
-    if not isinstance(dali, str):
-        timed[("dali_cpu", "")] = dali
+    timed[("train", "marked")] = functools.partial(
+        images_per_second, lambda i: ours_marked[(i, sample_seed(0, 0, i))], len(paths))
+    timed[("val", "marked")] = functools.partial(
+        images_per_second, ImageFolderDataset(marked, ValTransform(256, 224), train=False).__getitem__, len(paths))
+    dali, dali_marked = dali_train_pipeline(paths), dali_train_pipeline(marked.paths())
+    if not isinstance(dali, str) and not isinstance(dali_marked, str):
+        timed[("dali_cpu", "")], timed[("dali_cpu", "marked")] = dali, dali_marked
     med = median_of_rounds(timed, rounds)
     train = med[("train", "ours")]
     # Region against whole-image decoding: image by image in turns, the ratio this change is about.
     paired = paired_images_per_second({
         "train_region": lambda i: ours_train[(i, sample_seed(0, 0, i))],
         "train_whole": lambda i: ours_whole[(i, sample_seed(0, 0, i))],
+        "train_marked": lambda i: ours_marked[(i, sample_seed(0, 0, i))],
         "crop_region": crop_decoder(paths, region=True),
         "crop_whole": crop_decoder(paths, region=False),
+        "crop_marked": crop_decoder(marked.paths(), region=True),
     }, len(paths), rounds)
+    # DALI at its best: on the files as they are or on the marked copies, whichever it decodes faster.
+    dali_best = max(med[("dali_cpu", "")], med[("dali_cpu", "marked")]) if ("dali_cpu", "") in med else None
     return {
         "train": {"ours": train, "reference": med[("train", "reference")]},
         "train_region_vs_whole_decode": {"ours": paired["train_region"], "reference": paired["train_whole"]},
-        "train_vs_dali_cpu": {"ours": train, "reference": med[("dali_cpu", "")]} if not isinstance(dali, str) else dali,
+        "train_vs_dali_cpu": {"ours": train, "reference": med[("dali_cpu", "")]} if dali_best else dali,
         "crop_decode_region_vs_whole": {"ours": paired["crop_region"], "reference": paired["crop_whole"]},
+        "train_marked_vs_whole_decode": {"ours": paired["train_marked"], "reference": paired["train_whole"]},
+        "train_marked_vs_dali_cpu_best": {"ours": med[("train", "marked")], "reference": dali_best}
+        if dali_best else dali,
+        "dali_cpu_marked_vs_as_is": {"ours": med[("dali_cpu", "marked")], "reference": med[("dali_cpu", "")]}
+        if dali_best else dali,
+        "crop_decode_marked_vs_whole": {"ours": paired["crop_marked"], "reference": paired["crop_whole"]},
+        "val_marked_vs_as_is": {"ours": med[("val", "marked")], "reference": med[("val", "ours")]},
         "region_decoder": region_decoder_notice() or "built",
         "train_exact_decode": {"ours": med[("train_exact_decode", "ours")], "reference": med[("train", "reference")]},
         "train_ta_wide_erase": {"ours": med[("train_ta_wide_erase", "ours")],

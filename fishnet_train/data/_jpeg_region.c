@@ -1,20 +1,22 @@
 /* Decoding one rectangle of a JPEG with libjpeg-turbo's libjpeg API.
  *
- * Rows above the rectangle are entropy-decoded but not transformed (jpeg_skip_scanlines), rows
- * below it are never read, and columns outside it are not transformed (jpeg_crop_scanline, which
- * widens the columns to whole iMCUs). Both exist since libjpeg-turbo 1.5. A warning about corrupt
- * data is an error here, so that the caller falls back to the whole-image decoder, which refuses
- * the same files.
+ * A file with a restart marker after every MCU (what add_restart_markers writes) is first cut down to
+ * the MCUs around the rectangle (_jpeg_segments.c), so nothing outside them is even entropy-decoded.
+ * In any other file, rows above the rectangle are entropy-decoded but not transformed
+ * (jpeg_skip_scanlines), rows below it are never read, and columns outside it are not transformed
+ * (jpeg_crop_scanline, which widens the columns to whole iMCUs). Both exist since libjpeg-turbo 1.5.
+ * A warning about corrupt data is an error here, so that the caller falls back to the whole-image
+ * decoder, which refuses the same files.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <setjmp.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <jpeglib.h>
+#include "_jpeg_errors.h"
+#include "_jpeg_segments.h"
+#include "_jpeg_transcode.h"
 
 #define ROWS_PER_READ 16
 /* Columns decoded beyond each side of the box. Fancy chroma upsampling reads the neighbouring chroma
@@ -23,30 +25,11 @@
 #define CONTEXT 1
 
 typedef struct {
-    struct jpeg_error_mgr pub;
-    jmp_buf escape;
-    char message[JMSG_LENGTH_MAX];
-} ErrorManager;
-
-typedef struct {
     JDIMENSION left, top, width, height; /* the box, in the scaled image */
     unsigned int num, denom;             /* DCT-domain scaling: num/denom */
     int fast;                            /* fast integer IDCT and plain chroma upsampling */
     unsigned char *scratch;              /* decoded rows: the box's columns widened to whole iMCUs */
 } Region;
-
-static void raise_error(j_common_ptr cinfo)
-{
-    ErrorManager *err = (ErrorManager *)cinfo->err;
-    (*cinfo->err->format_message)(cinfo, err->message);
-    longjmp(err->escape, 1);
-}
-
-static void on_message(j_common_ptr cinfo, int level)
-{
-    if (level < 0) /* a warning: the data is corrupt */
-        raise_error(cinfo);
-}
 
 static void fail(j_decompress_ptr cinfo, const char *message)
 {
@@ -88,9 +71,7 @@ static int decode_into(const unsigned char *src, size_t size, Region *r, unsigne
     JDIMENSION decoded_left, decoded_width;
 
     r->scratch = NULL;
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = raise_error;
-    err.pub.emit_message = on_message;
+    cinfo.err = strict_errors(&err);
     if (setjmp(err.escape)) {
         memcpy(message, err.message, JMSG_LENGTH_MAX);
         jpeg_destroy_decompress(&cinfo);
@@ -126,6 +107,52 @@ static int decode_into(const unsigned char *src, size_t size, Region *r, unsigne
     return 0;
 }
 
+static unsigned scaled_size(unsigned size, const Region *r)
+{
+    return (unsigned)(((unsigned long)size * r->num + r->denom - 1) / r->denom);
+}
+
+/* Decodes r's box from the MCUs around it where the file has a restart marker after every MCU: 0, or -1
+ * with message set, or 1 where the file is not cut this way. One pixel of context on each side of the box
+ * (CONTEXT's reason) takes in the neighbouring MCU only where the box starts or ends on an MCU's edge. */
+static int decode_cut(const unsigned char *src, size_t size, Region *r, unsigned char *dst, size_t capacity,
+                      char *message)
+{
+    SegmentLayout l;
+    Region shifted = *r;
+    unsigned mw, mh, c0, c1, r0, r1;
+    unsigned char *cut;
+    size_t cut_size;
+    int status;
+
+    if (!segment_layout(src, size, &l) || l.mcu_width * r->num % r->denom || l.mcu_height * r->num % r->denom)
+        return 1;
+    mw = l.mcu_width * r->num / r->denom;
+    mh = l.mcu_height * r->num / r->denom;
+    if (r->width == 0 || r->height == 0 || r->left + r->width > scaled_size(l.width, r) ||
+        r->top + r->height > scaled_size(l.height, r))
+        return 1; /* refused by decode_into, with its message */
+    c0 = r->left > 0 ? (r->left - 1) / mw : 0;
+    r0 = r->top > 0 ? (r->top - 1) / mh : 0;
+    c1 = (r->left + r->width) / mw + 1;
+    r1 = (r->top + r->height) / mh + 1;
+    c1 = c1 < l.mcus_per_row ? c1 : l.mcus_per_row;
+    r1 = r1 < l.mcu_rows ? r1 : l.mcu_rows;
+    /* libjpeg upsamples chroma at most 2 samples wide without interpolation: never cut one so narrow. */
+    if (c1 - c0 < 2 && c0 > 0)
+        c0--;
+    else if (c1 - c0 < 2 && c1 < l.mcus_per_row)
+        c1++;
+    cut = cut_segments(src, size, &l, c0, c1, r0, r1, &cut_size);
+    if (cut == NULL)
+        return 1;
+    shifted.left -= c0 * mw;
+    shifted.top -= r0 * mh;
+    status = decode_into(cut, cut_size, &shifted, dst, capacity, message);
+    free(cut);
+    return status;
+}
+
 PyDoc_STRVAR(decode_box_doc,
 "decode_box(data, out, left, top, width, height, num, denom, fast)\n\n"
 "Decode the box (left, top, width, height) of the JPEG in data, scaled by num/denom in the DCT\n"
@@ -144,7 +171,9 @@ static PyObject *decode_box(PyObject *self, PyObject *args)
                           &r.num, &r.denom, &r.fast))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    status = decode_into(data.buf, (size_t)data.len, &r, out.buf, (size_t)out.len, message);
+    status = decode_cut(data.buf, (size_t)data.len, &r, out.buf, (size_t)out.len, message);
+    if (status == 1)
+        status = decode_into(data.buf, (size_t)data.len, &r, out.buf, (size_t)out.len, message);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
     PyBuffer_Release(&out);
@@ -155,8 +184,61 @@ static PyObject *decode_box(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(restart_markers_doc,
+"add_restart_markers(data) -> bytes\n\n"
+"The JPEG in data rewritten losslessly (the same DCT coefficients, so the same pixels) as one\n"
+"sequential scan with a restart marker after every MCU and Huffman tables made for it, its APPn and\n"
+"COM markers kept. Raises ValueError for a file libjpeg refuses or warns about.");
+
+static PyObject *restart_markers(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    unsigned char *out;
+    unsigned long out_size;
+    char message[JMSG_LENGTH_MAX];
+    int status;
+    PyObject *result;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*", &data))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = add_restart_markers(data.buf, (size_t)data.len, &out, &out_size, message);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    if (status != 0) {
+        PyErr_SetString(PyExc_ValueError, message);
+        return NULL;
+    }
+    result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_size);
+    free(out);
+    return result;
+}
+
+PyDoc_STRVAR(cuttable_doc,
+"has_mcu_restarts(data) -> bool\n\n"
+"Whether the JPEG in data is one sequential Huffman scan with a restart marker after every MCU, as\n"
+"add_restart_markers writes it: decode_box then reads only the MCUs around the box. Only the headers\n"
+"are looked at.");
+
+static PyObject *has_mcu_restarts(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    SegmentLayout l;
+    int cuttable;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*", &data))
+        return NULL;
+    cuttable = segment_layout(data.buf, (size_t)data.len, &l);
+    PyBuffer_Release(&data);
+    return PyBool_FromLong(cuttable);
+}
+
 static PyMethodDef methods[] = {
+    {"has_mcu_restarts", has_mcu_restarts, METH_VARARGS, cuttable_doc},
     {"decode_box", decode_box, METH_VARARGS, decode_box_doc},
+    {"add_restart_markers", restart_markers, METH_VARARGS, restart_markers_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -25,6 +25,7 @@ def test_data_benchmark_on_tiny_jpegs(tmp_path):
     assert figures["images"] == 6
     assert all(figures[k][side] > 0 for k in ("train", "train_ta_wide_erase", "val") for side in ("ours", "reference"))
     assert set(figures["train_pixel_difference"]) == {"reduced", "fast"}
+    assert figures["train_marked_vs_whole_decode"]["ours"] > 0 and figures["val_marked_vs_as_is"]["ours"] > 0
     machine = figures["machine"]
     assert machine["cpu_capability"] and machine["fp32_matmul_gflops"] > 0 and machine["torch"]
 
