@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from ..processes.start_methods import forking_context
 from .images import jpeg_frame
-from .jpeg_region import add_restart_markers, has_mcu_restarts
+from .index import Split
+from .jpeg_region import add_restart_markers, has_mcu_restarts, region_decoder_notice
 
 REWRITTEN, ALREADY, KEPT, DONE = "rewritten", "already", "kept", "done"
 TEMPORARY = ".tmp-restart"
@@ -103,3 +104,29 @@ def rewrite_tree(src: str, dst: str, workers: int,
             counts.add(*result)
             progress(done, len(jobs))
     return counts
+
+
+def region_decoding_notes(region_decode: bool, train: Split, looked_at: int = 8) -> list[str]:
+    """What the log says about decoding the training crops: that the region decoder is missing, or that
+    none of a few train JPEGs spread through a folder split has a restart marker after every MCU (shards
+    are left alone: reading one here would open it before the loader's workers start)."""
+    if not region_decode:
+        return []
+    if region_decoder_notice() is not None:
+        return [region_decoder_notice() or ""]
+    if train.shard_files:
+        return []
+    jpegs = 0
+    for i in sorted({k * len(train) // looked_at for k in range(looked_at)} & set(range(len(train)))):
+        try:
+            data = train.read(i)
+        except OSError:  # the loader says which files it cannot read
+            continue
+        if has_mcu_restarts(data):
+            return []
+        jpegs += jpeg_frame(memoryview(data)) is not None
+    if not jpegs:
+        return []
+    return [f"the train JPEGs have no restart marker after every MCU: each training crop entropy-decodes "
+            f"every row above it; rewrite them once with `python tools/add_restart_markers.py "
+            f"{train.root} {train.root}` (lossless) for faster loading"]

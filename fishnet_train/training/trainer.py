@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import ModelConfig, TrainConfig, to_plain
 from ..data.augment import BatchAugment
 from ..data.indexing import index_data
-from ..data.jpeg_region import region_decoder_notice
+from ..data.restart_markers import region_decoding_notes
 from ..data.transforms import progressive_crop
 from ..errors import USER_ERROR_EXIT_CODE, UserError, naming_option, user_message
 from ..inference import fuse_for_inference
@@ -130,10 +130,9 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     reporter.info(configure_process(settings_for(t, info.rank, info.device)))
     if lr_note:
         reporter.info(lr_note)
-    notice = region_decoder_notice() if d.region_decode else None
-    if notice:
-        reporter.warning(notice)
     splits = index_data(d, info, run_dir, reporter, stop)
+    for note in region_decoding_notes(d.region_decode, splits[0]):
+        reporter.warning(note)
     num_classes = resolve_num_classes(options.model.num_classes, splits[0].classes, splits[0].root)
     data = build_data(d, splits, info, t.accum_steps, t.seed, t.channels_last)
     model = model_on_device(options, num_classes, info, reporter)

@@ -173,3 +173,17 @@ def test_the_tool_refuses_bad_arguments_in_one_line(tmp_path, case, message):
     run = run_tool(*args)
     assert run.returncode == 2 and message in run.stderr.splitlines()[-1]
     assert not (tmp_path / "dst").exists() and not (tmp_path / "src" / "out").exists()
+
+
+@needs_binding
+def test_the_log_suggests_the_rewrite_only_for_a_jpeg_split_without_the_markers(tmp_path):
+    from fishnet_train.data.index import SampleIndex, Split
+    from fishnet_train.data.restart_markers import region_decoding_notes
+    files = mixed_folder(tmp_path / "train")
+    jpegs = Split(str(tmp_path / "train"), ["a"], SampleIndex.from_pairs([(f"a/{name}.jpg", 0) for name in LAYOUTS]))
+    pngs = Split(str(tmp_path / "train"), ["b"], SampleIndex.from_pairs([("b/picture.png", 0)] * 3))
+    [note] = region_decoding_notes(True, jpegs)
+    assert f"tools/add_restart_markers.py {tmp_path / 'train'} {tmp_path / 'train'}" in note
+    assert region_decoding_notes(False, jpegs) == [] and region_decoding_notes(True, pngs) == []
+    rewrite_tree(str(tmp_path / "train"), str(tmp_path / "train"), 1)
+    assert region_decoding_notes(True, jpegs) == [] and len(files) > len(LAYOUTS)

@@ -307,3 +307,12 @@ def test_every_preset_trains_a_step_in_the_trainer(preset, image_folder, tmp_pat
     record = train(options, str(tmp_path / "run"))
     assert record["step"] == 1 and record["top1"] is not None
     assert saved_state(tmp_path / "run")["arch"] == options.model.name
+
+
+@pytest.mark.parametrize("region_decode", [True, False])
+def test_a_run_on_jpegs_without_restart_markers_says_how_to_add_them(tmp_path, caplog, region_decode):
+    data = write_image_folder(tmp_path / "data", ext="jpg")
+    with caplog.at_level("WARNING"):
+        _one_step(data, tmp_path / "run", f"data.region_decode={region_decode}")
+    hint = f"tools/add_restart_markers.py {data / 'train'} {data / 'train'}"
+    assert (hint in caplog.text) is region_decode
