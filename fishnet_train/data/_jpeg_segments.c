@@ -101,24 +101,24 @@ int segment_layout(const unsigned char *src, size_t size, SegmentLayout *l)
     return 0;
 }
 
-/* Finds the data of the first `count` MCUs: starts[i] to ends[i]; 0 unless they are all there, each
- * followed by the next restart marker in sequence (the last MCU of the image by the end of image). */
-static int find_segments(const unsigned char *src, size_t size, const SegmentLayout *l, size_t count,
+/* Finds the data of MCUs first .. end - 1, reading from the first MCU of the scan: starts[i - first] to
+ * ends[i - first]; 0 unless every MCU up to end is there, each followed by the next restart marker in
+ * sequence (the last MCU of the image by the end of image). */
+static int find_segments(const unsigned char *src, size_t size, const SegmentLayout *l, size_t first, size_t end,
                          size_t *starts, size_t *ends)
 {
     size_t total = (size_t)l->mcus_per_row * l->mcu_rows, i, pos = l->entropy;
 
-    for (i = 0; i < count; i++) {
+    for (i = 0; i < end; i++) {
         const unsigned char *q;
-        size_t end;
+        size_t start = pos, data_end;
         int m;
-        starts[i] = pos;
         for (;;) {
             q = memchr(src + pos, 0xFF, size - pos);
             if (q == NULL)
                 return 0;
-            end = (size_t)(q - src);
-            pos = end + 1;
+            data_end = (size_t)(q - src);
+            pos = data_end + 1;
             while (pos < size && src[pos] == 0xFF) /* fill bytes before a marker */
                 pos++;
             if (pos >= size)
@@ -128,9 +128,12 @@ static int find_segments(const unsigned char *src, size_t size, const SegmentLay
             pos++;
         }
         m = src[pos++];
-        ends[i] = end;
         if (i + 1 == total ? m != MARKER_EOI : m != MARKER_RST0 + (int)(i % 8))
             return 0;
+        if (i >= first) {
+            starts[i - first] = start;
+            ends[i - first] = data_end;
+        }
     }
     return 1;
 }
@@ -138,14 +141,15 @@ static int find_segments(const unsigned char *src, size_t size, const SegmentLay
 unsigned char *cut_segments(const unsigned char *src, size_t size, const SegmentLayout *l, unsigned c0,
                             unsigned c1, unsigned r0, unsigned r1, size_t *out_size)
 {
-    size_t count = (size_t)r1 * l->mcus_per_row, length = l->entropy + 2, emitted = 0;
-    size_t *starts = malloc(2 * count * sizeof(size_t)), *ends = starts + count, at;
+    size_t first = (size_t)r0 * l->mcus_per_row, count = (size_t)(r1 - r0) * l->mcus_per_row;
+    size_t *starts = malloc(2 * count * sizeof(size_t)), *ends = starts + count, length = l->entropy + 2;
+    size_t emitted = 0, at;
     unsigned char *out = NULL;
     unsigned r, c, width, height;
 
-    if (starts == NULL || !find_segments(src, size, l, count, starts, ends))
+    if (starts == NULL || !find_segments(src, size, l, first, first + count, starts, ends))
         goto done;
-    for (r = r0; r < r1; r++)
+    for (r = 0; r < r1 - r0; r++)
         for (c = c0; c < c1; c++)
             length += ends[r * l->mcus_per_row + c] - starts[r * l->mcus_per_row + c] + 2;
     out = malloc(length);
@@ -160,7 +164,7 @@ unsigned char *cut_segments(const unsigned char *src, size_t size, const Segment
     out[l->frame + 7] = (unsigned char)(width >> 8);
     out[l->frame + 8] = (unsigned char)width;
     at = l->entropy;
-    for (r = r0; r < r1; r++) {
+    for (r = 0; r < r1 - r0; r++) {
         for (c = c0; c < c1; c++, emitted++) {
             size_t i = (size_t)r * l->mcus_per_row + c;
             if (emitted > 0) { /* the decoder expects RST0, RST1, ... from the start of its scan */
