@@ -16,6 +16,9 @@ import threading
 import time
 from typing import Any
 
+from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
+from .distributed import DistInfo, barrier
+
 FAILED_KEY = "fishnet/failed"
 SEEN_KEY = "fishnet/failed_seen"
 POLL_SECONDS = 2.0
@@ -133,3 +136,25 @@ class PeerWatch:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join()
+
+
+def end_together(watch: PeerWatch | None) -> None:
+    """Wait for every rank: none leaves before rank 0 has written last.pt. The watcher goes on
+    through the wait, so that a rank 0 that fails to write still ends the others."""
+    if watch is not None and watch.running:
+        watch.leave()
+        barrier()
+        watch.stop()
+
+
+def fail_together(info: DistInfo, error: Exception) -> None:
+    """Another rank failed first (a collective broke because it left): raise its failure; else
+    publish this rank's, so that the others stop within seconds."""
+    first = failed_peer(info.store, info.rank, info.world_size)
+    if first is not None:
+        raise first from None
+    if lost_peer(error):
+        raise PeerLost() from None
+    code = USER_ERROR_EXIT_CODE if isinstance(error, UserError) else 1
+    message = user_message(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    publish_failure(info.store, info.rank, info.world_size, code, message.splitlines()[0] if message else "")

@@ -16,13 +16,13 @@ from ..data.augment import BatchAugment
 from ..data.indexing import index_data
 from ..data.restart_markers import region_decoding_notes
 from ..data.transforms import progressive_crop
-from ..errors import USER_ERROR_EXIT_CODE, UserError, naming_option, user_message
+from ..errors import UserError, naming_option
 from ..inference import fuse_for_inference
 from ..models import FishNet
 from ..processes.distributed import (
-    DistInfo, all_gather_objects, barrier, broadcast_buffers, broadcast_object, init_distributed, shutdown,
+    DistInfo, all_gather_objects, broadcast_buffers, broadcast_object, init_distributed, shutdown,
 )
-from ..processes.peers import PeerLost, PeerWatch, failed_peer, lost_peer, publish_failure
+from ..processes.peers import PeerWatch, end_together, fail_together
 from ..processes.runtime import configure_process, settings_for
 from ..processes.signals import Preempted, StopRequest
 from ..reporting import Reporter, epoch_line
@@ -99,28 +99,6 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
         elif watch is not None and watch.running:  # Ctrl-C, SystemExit: every rank leaves on its own
             watch.stop()
         shutdown()
-
-
-def end_together(watch: PeerWatch | None) -> None:
-    """Wait for every rank: none leaves before rank 0 has written last.pt. The watcher goes on
-    through the wait, so that a rank 0 that fails to write still ends the others."""
-    if watch is not None and watch.running:
-        watch.leave()
-        barrier()
-        watch.stop()
-
-
-def fail_together(info: DistInfo, error: Exception) -> None:
-    """Another rank failed first (a collective broke because it left): raise its failure; else
-    publish this rank's, so that the others stop within seconds."""
-    first = failed_peer(info.store, info.rank, info.world_size)
-    if first is not None:
-        raise first from None
-    if lost_peer(error):
-        raise PeerLost() from None
-    code = USER_ERROR_EXIT_CODE if isinstance(error, UserError) else 1
-    message = user_message(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-    publish_failure(info.store, info.rank, info.world_size, code, message.splitlines()[0] if message else "")
 
 
 def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Reporter,

@@ -10,8 +10,9 @@ import torch.distributed as dist
 from fishnet_train.errors import UserError
 from fishnet_train.processes import peers
 from fishnet_train.processes.distributed import init_distributed
-from fishnet_train.processes.peers import PeerFailed, PeerWatch, failed_peer, lost_peer, publish_failure
-from fishnet_train.training.trainer import end_together, fail_together
+from fishnet_train.processes.peers import (
+    PeerFailed, PeerWatch, end_together, fail_together, failed_peer, lost_peer, publish_failure,
+)
 
 
 @pytest.fixture
