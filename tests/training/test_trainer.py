@@ -363,6 +363,7 @@ REACHED = {
     "mixup": (["data.mixup_alpha=0.2"], lambda r: _mixer(r, "MixUp"), None, 0.2),
     "cutmix": (["data.cutmix_alpha=0.7"], lambda r: _mixer(r, "CutMix"), None, 0.7),
     "repeated_aug": (["data.repeated_aug=2"], lambda r: r.data.train_sampler.repeats, 1, 2),
+    "seed": (["trainer.seed=5"], lambda r: (r.data.train_sampler.seed, r.loop.seed), (0, 0), (5, 5)),
     "channels_last": (["trainer.channels_last=false"], _layout, (True, True), (False, False)),
     "loss": (["loss.name=bce", "loss.label_smoothing=0.1", "loss.bce_target_thresh=0.2"],
              lambda r: r.loop.loss, LossConfig(), LossConfig("bce", 0.1, 0.2)),
