@@ -37,3 +37,11 @@ def test_each_data_option_reaches_the_training_transform(tmp_path, option):
     options, held, default, value = TRANSFORM_OPTIONS[option]
     assert held(train_transform(tmp_path)) == default
     assert held(train_transform(tmp_path, **options)) == value
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_data_workers_is_the_training_loaders_count_of_processes_kept_across_epochs(tmp_path, workers):
+    split = Split(str(tmp_path), ["a"], SampleIndex.from_pairs([("a/x.jpg", 0)]))
+    data = DataConfig(root=str(tmp_path), batch_size=1, workers=workers)
+    loader = build_train_loader(split, data, TrainSampler(1, 1, 0, 1, 0), 1, False)
+    assert (loader.num_workers, loader.persistent_workers) == (workers, workers > 0)
