@@ -62,10 +62,15 @@ def test_flip_mirrors_the_crop():
     img = pil_to_tensor(photo(64, 48))
     plain = TrainTransform(32, (1.0, 1.0), (4 / 3, 4 / 3), hflip=False, lighting=0.0)
     flipping = TrainTransform(32, (1.0, 1.0), (4 / 3, 4 / 3), hflip=True, lighting=0.0)
+    outputs = set()
     for seed in range(20):
         a, _ = plain(img, random.Random(seed))
         b, _ = flipping(img, random.Random(seed))
         assert torch.equal(a, b) or torch.equal(a.flip(1), b)
+        outputs.add((a.numpy().tobytes(), torch.equal(a, b)))
+    plain_outputs = {a for a, _ in outputs}
+    assert len(plain_outputs) == 1  # the whole image every time, never flipped with hflip=False
+    assert {same for _, same in outputs} == {True, False}  # hflip=True flips some of them
 
 
 def test_the_lighting_draws_are_normal_with_the_configured_spread_and_none_when_off():
