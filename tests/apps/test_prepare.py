@@ -50,7 +50,7 @@ def sources(download, tmp_path_factory):
 def reference(sources, tmp_path_factory):
     """The official download prepared by one process, uninterrupted."""
     dst = tmp_path_factory.mktemp("reference") / "shards"
-    prepare(str(sources[0]), str(dst), workers=1, shard_mb=1, subset=True, out=quiet)
+    assert prepare(str(sources[0]), str(dst), workers=1, shard_mb=1, subset=True, out=quiet).worker_rss_mb == 0
     return dst
 
 
@@ -99,7 +99,8 @@ def test_shards_equal_make_shards_of_the_same_image_folder(download, reference, 
 
 
 def test_two_workers_write_the_same_bytes_as_one(sources, reference, tmp_path):
-    prepare(str(sources[0]), str(tmp_path / "shards"), workers=2, shard_mb=1, subset=True, out=quiet)
+    summary = prepare(str(sources[0]), str(tmp_path / "shards"), workers=2, shard_mb=1, subset=True, out=quiet)
+    assert summary.worker_rss_mb > 0  # written by worker processes (the reference: by this one, none forked)
     assert tree(tmp_path / "shards") == tree(reference)
 
 

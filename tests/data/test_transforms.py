@@ -62,10 +62,24 @@ def test_flip_mirrors_the_crop():
     img = pil_to_tensor(photo(64, 48))
     plain = TrainTransform(32, (1.0, 1.0), (4 / 3, 4 / 3), hflip=False, lighting=0.0)
     flipping = TrainTransform(32, (1.0, 1.0), (4 / 3, 4 / 3), hflip=True, lighting=0.0)
+    outputs = set()
     for seed in range(20):
         a, _ = plain(img, random.Random(seed))
         b, _ = flipping(img, random.Random(seed))
         assert torch.equal(a, b) or torch.equal(a.flip(1), b)
+        outputs.add((a.numpy().tobytes(), torch.equal(a, b)))
+    plain_outputs = {a for a, _ in outputs}
+    assert len(plain_outputs) == 1  # the whole image every time, never flipped with hflip=False
+    assert {same for _, same in outputs} == {True, False}  # hflip=True flips some of them
+
+
+def test_the_lighting_draws_are_normal_with_the_configured_spread_and_none_when_off():
+    img = pil_to_tensor(photo(64, 48))
+    alphas = {std: TrainTransform(32, (1.0, 1.0), (4 / 3, 4 / 3), hflip=False, lighting=std)(img, random.Random(3))[1]
+              for std in (0.0, 0.1, 0.5)}
+    assert not alphas[0.0].any()
+    assert alphas[0.1].abs().min() > 0
+    torch.testing.assert_close(alphas[0.5], 5 * alphas[0.1])  # the same normal draws, five times the spread
 
 
 def test_same_seed_same_augmentation_different_seed_different():

@@ -60,3 +60,18 @@ def test_settings_are_applied_and_described_in_one_line():
     finally:
         torch.use_deterministic_algorithms(deterministic)
     assert line.startswith("runtime: seed 5+rank, deterministic true") and "host allocator system" in line
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ((), (0, 3, "keep_freed", False)),
+    (("trainer.seed=7", "trainer.deterministic=true", "trainer.host_allocator=system"), (7, 3, "system", True)),
+])
+def test_the_settings_of_a_process_come_from_its_trainer_options(overrides, expected):
+    from fishnet_train.config import to_options
+    from fishnet_train.processes.runtime import settings_for
+
+    from ..helpers import compose_train
+
+    trainer = to_options(compose_train("data.root=/d", *overrides)).trainer
+    s = settings_for(trainer, 3, torch.device("cpu"))
+    assert (s.seed, s.rank, s.host_allocator, s.deterministic) == expected

@@ -29,3 +29,15 @@ def test_bf16_on_a_gpu_without_native_bf16_is_one_line(monkeypatch):
 def test_bf16_on_a_gpu_with_it_is_kept(monkeypatch):
     monkeypatch.setattr(build, "native_bf16", lambda device: True)
     assert effective_amp("bf16", torch.device("cuda", 0)) == "bf16"
+
+
+def test_zero_init_residual_reaches_the_model():
+    from fishnet_train.config import ModelConfig
+    from fishnet_train.models.blocks import Bottleneck
+
+    def last_convs(zero_init_residual: bool) -> list:
+        model = build.build_model(ModelConfig(name="fishnet99", zero_init_residual=zero_init_residual), 3)
+        return [m.conv3.weight for m in model.modules() if isinstance(m, Bottleneck)]
+
+    assert all(w.any() for w in last_convs(False))
+    assert all(not w.any() for w in last_convs(True))

@@ -238,3 +238,59 @@ def test_a_resumed_epoch_reports_loss_and_speed_over_all_of_its_steps():
     assert stats.images_per_sec < 3 * 4 / 100.0  # 12 images over more than 100 s
     assert 0.45 < stats.data_wait < 0.5
     assert progress.epoch_seconds > 100.0 and progress.epoch_loss_sum == pytest.approx(10.0 + last, rel=1e-5)
+
+
+def _parameters(model) -> list:
+    return [q.detach().clone() for q in model.parameters()]
+
+
+def _gradients(model, images, targets, preprocess) -> list:
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(preprocess(images)), targets).backward()
+    return [q.grad.clone() for q in model.parameters()]
+
+
+def test_accumulating_two_micro_batches_steps_by_the_mean_of_their_gradients():
+    """Plain SGD at rate 1: the step is minus the mean of the micro-batches' gradients, each with its own
+    BN batch statistics; not the first micro-batch's alone, nor their sum."""
+    p = parts(lr=1.0, momentum=0.0, weight_decay=0.0, steps=1)
+    data = batches(n=2, batch=2)
+    reference = copy.deepcopy(p.model).train()
+    grads = [_gradients(reference, x, y, p.preprocess) for x, y, _, _ in data]
+    before = _parameters(p.model)
+    train_one_epoch(p, data, Progress(), loop(steps_per_epoch=1, accum_steps=2, global_batch=4))
+    for q, b, g_a, g_b in zip(p.model.parameters(), before, *grads):
+        torch.testing.assert_close(b - q.detach(), (g_a + g_b) / 2, rtol=1e-4, atol=1e-6)
+    assert any(not torch.allclose(g_a, (g_a + g_b) / 2) for g_a, g_b in zip(*grads))  # the second batch counts
+
+
+def test_the_loop_averages_the_weights_of_each_step_into_the_ema():
+    from fishnet_train.training.ema import WeightAverage
+
+    p = parts(steps=2)
+    ema = WeightAverage(p.model, decay=0.25, every_steps=1)
+    p = StepParts(p.model, p.step_model, p.optimizer, p.scaler, p.schedule, p.preprocess, CPU, ema=ema)
+    stepped = []
+    train_one_epoch(p, batches(n=2), Progress(), loop(steps_per_epoch=2),
+                    after_step=lambda q: stepped.append(_parameters(p.model)))
+    first, second = stepped  # the first update copies the weights; the second averages
+    for average, a, b in zip(ema.model.parameters(), first, second):
+        torch.testing.assert_close(average, 0.25 * a + 0.75 * b)
+    assert any(not torch.allclose(a, b) for a, b in zip(ema.model.parameters(), second))
+
+
+def test_each_micro_batch_trains_on_the_batch_augmentation_drawn_from_its_seed():
+    from fishnet_train.data.augment import BatchAugment, batch_seed
+
+    augment = BatchAugment(0.5, 1.0, 0.0, num_classes=3)
+    p = parts(lr=0.0)
+    p = StepParts(p.model, p.step_model, p.optimizer, p.scaler, p.schedule, p.preprocess, CPU, augment=augment)
+    data = batches(n=1)
+    images, targets, _, _ = data[0]
+    x, mixed = augment(p.preprocess(images), targets, batch_seed(7, 0, 0))
+    assert mixed.shape == (4, 3)  # class probabilities: the batch was mixed
+    expected = F.cross_entropy(copy.deepcopy(p.model).train()(x), mixed)
+    stats = train_one_epoch(p, data, Progress(), loop(steps_per_epoch=1, seed=7))
+    assert stats.loss == pytest.approx(expected.item(), rel=1e-5)
+    plain = F.cross_entropy(copy.deepcopy(p.model).train()(p.preprocess(images)), targets)
+    assert stats.loss != pytest.approx(plain.item(), rel=1e-3)

@@ -63,6 +63,7 @@ def test_a_crash_with_every_modern_option_on_resumes_bit_identical(image_folder,
     a, b = saved_state(reference), saved_state(run_dir)
     assert_same_tensors(a["model"], b["model"])
     assert_same_tensors(a["model_ema"], b["model_ema"])
+    assert _differ(a["model"], a["model_ema"])  # the EMA was on: the average is not the weights
     assert a["ema_updates"] == b["ema_updates"] == 2  # the warmup's 4 steps reset the count: 6 copies, 8 averages
     for i, state in a["optimizer"]["state"].items():
         assert_same_tensors(state, b["optimizer"]["state"][i])  # LAMB's moments and step

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from fishnet_train.config import to_options
+from fishnet_train.config import LossConfig, to_options
 from fishnet_train.errors import UserError
 from fishnet_train.models import create_model, load_weights, ours_to_released
 from fishnet_train.training.build import build_schedule
@@ -316,3 +316,85 @@ def test_a_run_on_jpegs_without_restart_markers_says_how_to_add_them(tmp_path, c
         _one_step(data, tmp_path / "run", f"data.region_decode={region_decode}")
     hint = f"tools/add_restart_markers.py {data / 'train'} {data / 'train'}"
     assert (hint in caplog.text) is region_decode
+
+
+@pytest.fixture
+def prepared(image_folder, tmp_path, monkeypatch):
+    """``prepared(*overrides)``: the run ``prepare`` builds from a tiny run's options (on a one-block
+    FishNet, to be quick)."""
+    import fishnet_train.training.trainer as trainer
+    from fishnet_train.models import FishNet
+    from fishnet_train.processes.distributed import DistInfo
+    from fishnet_train.reporting import Reporter
+
+    from ..helpers import TINY_FISHNET
+
+    monkeypatch.setattr(trainer, "build_model", lambda m, n: FishNet(**TINY_FISHNET, num_classes=n))
+    runs = []
+
+    def prepare(*overrides):
+        run_dir = str(tmp_path / f"run{len(runs)}")
+        reporter = Reporter(run_dir, True, tensorboard=False)
+        runs.append(trainer.prepare(tiny_options(image_folder, *overrides), run_dir, DistInfo(), reporter))
+        reporter.close()
+        return runs[-1]
+
+    return prepare
+
+
+def _mixer(run, kind):
+    mix = run.parts.augment.mix if run.parts.augment is not None else None
+    return mix.alpha if type(mix).__name__ == kind else None
+
+
+def _layout(run):
+    conv = run.parts.model.stem.conv1.weight
+    return (run.data.preprocess.channels_last, conv.is_contiguous(memory_format=torch.channels_last))
+
+
+# (overrides, what the run holds of them, its value with the tiny run's defaults, its value with the overrides)
+REACHED = {
+    "accum_steps": (["trainer.accum_steps=2"], lambda r: (r.loop.accum_steps, r.data.train_loader.batch_size),
+                    (1, 6), (2, 3)),
+    "checkpoint_every_steps": (["trainer.checkpoint_every_steps=3"], lambda r: r.loop.checkpoint_every_steps, 0, 3),
+    "ema": (["model.ema_decay=0.5", "model.ema_every_steps=3"],
+            lambda r: r.parts.ema and (r.parts.ema.every_steps, r.parts.ema.warmup_steps), None, (3, 4)),
+    "random_erase": (["data.random_erase=0.3"], lambda r: r.parts.augment and r.parts.augment.random_erase, None, 0.3),
+    "mixup": (["data.mixup_alpha=0.2"], lambda r: _mixer(r, "MixUp"), None, 0.2),
+    "cutmix": (["data.cutmix_alpha=0.7"], lambda r: _mixer(r, "CutMix"), None, 0.7),
+    "repeated_aug": (["data.repeated_aug=2"], lambda r: r.data.train_sampler.repeats, 1, 2),
+    "seed": (["trainer.seed=5"], lambda r: (r.data.train_sampler.seed, r.loop.seed), (0, 0), (5, 5)),
+    "channels_last": (["trainer.channels_last=false"], _layout, (True, True), (False, False)),
+    "loss": (["loss.name=bce", "loss.label_smoothing=0.1", "loss.bce_target_thresh=0.2"],
+             lambda r: r.loop.loss, LossConfig(), LossConfig("bce", 0.1, 0.2)),
+}
+
+
+@pytest.mark.parametrize("option", REACHED)
+def test_each_training_option_reaches_the_part_of_the_run_that_uses_it(prepared, option):
+    overrides, held, default, value = REACHED[option]
+    assert held(prepared()) == default
+    assert held(prepared(*overrides)) == value
+
+
+def test_the_ema_is_built_with_the_configured_decay_and_period_and_only_when_asked():
+    from fishnet_train.config import ModelConfig
+    from fishnet_train.models import FishNet
+    from fishnet_train.training.trainer import build_ema
+
+    from ..helpers import TINY_FISHNET
+
+    torch.manual_seed(0)
+    model = FishNet(**TINY_FISHNET, num_classes=3)
+    assert build_ema(ModelConfig(), model, 0) is None
+    ema = build_ema(ModelConfig(ema_decay=0.25, ema_every_steps=2), model, warmup_steps=0)
+    weights = lambda: [q.detach().clone() for q in model.parameters()]  # noqa: E731
+    with torch.no_grad():
+        ema.after_step(model, 2)  # the first update copies
+        first = weights()
+        for step in (3, 4):
+            for q in model.parameters():
+                q.add_(0.01 * step)
+            ema.after_step(model, step)  # step 3 is no update: every second step
+    for average, a, b in zip(ema.model.parameters(), first, weights()):
+        torch.testing.assert_close(average, 0.25 * a + 0.75 * b)
