@@ -70,7 +70,7 @@ def test_two_ranks_equal_one_process_accumulating_two_micro_batches(image_folder
 
 def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_path):
     data = write_image_folder(tmp_path / "data", val_per_class=3)
-    for extra in sorted((data / "val").glob("class_[12]/img_2.png")):
+    for extra in sorted((data / "val").glob("class_[12]/img_2.jpg")):
         extra.unlink()  # 3 + 2 + 2 = 7 images: does not split evenly over 2 ranks
     assert_ok(train(data, tmp_path / "run", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
