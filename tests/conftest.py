@@ -21,9 +21,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 def write_image_folder(root: Path, classes: int = 3, train_per_class: int = 8, val_per_class: int = 3,
-                       size: int = 40, seed: int = 0, ext: str = "png") -> Path:
-    """``root/{train,val}/class_k/*.<ext>`` (png or jpg): each class a distinct colour with noise, so it is
-    learnable."""
+                       size: int = 40, seed: int = 0, ext: str = "jpg") -> Path:
+    """``root/{train,val}/class_k/*.<ext>`` (jpg, as users train on, or png): each class a distinct colour
+    with noise, so it is learnable."""
     rng = np.random.default_rng(seed)
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         for k in range(classes):
@@ -34,7 +34,7 @@ def write_image_folder(root: Path, classes: int = 3, train_per_class: int = 8, v
             for i in range(per_class):
                 h, w = size + int(rng.integers(0, 9)), size + int(rng.integers(0, 9))
                 pixels = np.clip(base + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"img_{i}.{ext}")
+                Image.fromarray(pixels).save(folder / f"img_{i}.{ext}", **({"quality": 90} if ext == "jpg" else {}))
     return root
 
 

@@ -26,8 +26,10 @@ TINY_FISHNET = dict(residual_blocks=(1,) * 10, transfer_blocks=(1,) * 6)
 
 # FishNet-99 at 32 px on 3 tiny classes: a CPU step takes a fraction of a second. At 32 px
 # the deepest features are 1x1, where BN over a few samples gives huge gradients: clip them.
+# Two loader workers, as users train (the default is 8): decoding, augmentation and the RNG
+# streams run in forked processes, not in the training process.
 TINY_TRAIN = [
-    "experiment=demo", "data.batch_size=6", "data.workers=0", "optim.lr=0.002", "trainer.clip_grad_norm=2.0",
+    "experiment=demo", "data.batch_size=6", "data.workers=2", "optim.lr=0.002", "trainer.clip_grad_norm=2.0",
     "trainer.epochs=2", "trainer.deterministic=true", "data.crop_scale=[0.5,1.0]", "schedule.warmup_epochs=1",
 ]
 
@@ -68,10 +70,11 @@ def compose_export(*overrides: str):
 
 
 def eval_in_process(checkpoint: Path, data: Path, out: Path, *overrides: str):
-    """``fishnet-eval`` of ``checkpoint`` on ``data`` as the console script runs it, in this process."""
+    """``fishnet-eval`` of ``checkpoint`` on ``data`` as the console script runs it, in this process, with two
+    loader workers."""
     from fishnet_train.apps.evaluator import run_eval
 
-    options = to_options(compose_eval(f"checkpoint={checkpoint}", f"data.root={data}", "data.workers=0", *overrides))
+    options = to_options(compose_eval(f"checkpoint={checkpoint}", f"data.root={data}", "data.workers=2", *overrides))
     out.mkdir(parents=True)
     return run_eval(options, str(out), overridden=[o.split("=", 1)[0] for o in overrides])
 

@@ -30,8 +30,9 @@ def test_a_released_checkpoint_exports_with_the_published_protocol_and_predicts_
         meta = f.metadata()
     assert (meta["arch"], meta["num_classes"], "classes" in meta) == ("fishnet99", "1000", False)
     assert json.loads(meta["data"])["val_resize"] == 256 and json.loads(meta["data"])["val_crop"] == 224
+    # One image, in this process: the test is about the file's metadata, not loading.
     predictions = run_predict(to_options(compose_predict(
-        f"checkpoint={weights}", f"inputs={image_folder / 'val' / 'class_0' / 'img_0.png'}", "data.workers=0",
+        f"checkpoint={weights}", f"inputs={image_folder / 'val' / 'class_0' / 'img_0.jpg'}", "data.workers=0",
         "trainer.device=cpu")), str(tmp_path))
     assert len(predictions) == 1 and len(predictions[0].names) == 5
     from torchvision.models import ResNet50_Weights

@@ -62,7 +62,7 @@ def test_two_ranks_equal_one_process_accumulating_two_micro_batches(image_folder
     for prefix, use_ema in [("", "false")] + ([("ema_", "true")] if extra else []):
         out = tmp_path / f"eval_{prefix}"
         assert_ok(run_cli("fishnet-eval", f"checkpoint={ddp / 'checkpoints' / 'last.pt'}", f"data.root={image_folder}",
-                          f"hydra.run.dir={out}", "data.workers=0", f"model.use_ema={use_ema}"))
+                          f"hydra.run.dir={out}", "data.workers=2", f"model.use_ema={use_ema}"))
         figures, last = json.loads((out / "eval.json").read_text()), metrics(ddp)[-1]
         assert figures["top1"] == pytest.approx(last[f"{prefix}top1"])
         assert figures["loss"] == pytest.approx(last[f"{prefix}val_loss"], rel=1e-5)
@@ -70,7 +70,7 @@ def test_two_ranks_equal_one_process_accumulating_two_micro_batches(image_folder
 
 def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_path):
     data = write_image_folder(tmp_path / "data", val_per_class=3)
-    for extra in sorted((data / "val").glob("class_[12]/img_2.png")):
+    for extra in sorted((data / "val").glob("class_[12]/img_2.jpg")):
         extra.unlink()  # 3 + 2 + 2 = 7 images: does not split evenly over 2 ranks
     assert_ok(train(data, tmp_path / "run", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -78,7 +78,7 @@ def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_
     for devices in (1, 2):
         out = tmp_path / f"eval{devices}"
         assert_ok(run_cli("fishnet-eval", f"checkpoint={ckpt}", f"data.root={data}", f"hydra.run.dir={out}",
-                          "data.workers=0", "data.batch_size=2", f"trainer.devices={devices}",
+                          "data.workers=2", "data.batch_size=2", f"trainer.devices={devices}",
                           f"eval.predictions={out}.csv"))
         results[devices] = json.loads((out / "eval.json").read_text())
         assert len((tmp_path / f"eval{devices}.csv").read_text().splitlines()) == 8

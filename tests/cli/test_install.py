@@ -40,7 +40,7 @@ def test_wheel_install_runs_from_another_directory(image_folder, tmp_path):
     run_dirs = list((elsewhere / "outputs" / "train").iterdir())
     assert len(run_dirs) == 1 and (run_dirs[0] / "checkpoints" / "last.pt").exists()
     evaluated = run(str(target / "bin" / "fishnet-eval"), f"checkpoint={run_dirs[0] / 'checkpoints' / 'last.pt'}",
-                    f"data.root={image_folder}", "data.workers=0")
+                    f"data.root={image_folder}", "data.workers=2")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "top1" in evaluated.stdout
 

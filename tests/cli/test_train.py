@@ -42,7 +42,7 @@ def test_eval_of_last_checkpoint_reproduces_the_trainers_last_val_figures(traine
     data, run_dir, _ = trained
     out = tmp_path / "eval"
     result = run_cli("fishnet-eval", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", f"data.root={data}",
-                     f"hydra.run.dir={out}", "data.workers=0", f"eval.predictions={tmp_path / 'pred.csv'}")
+                     f"hydra.run.dir={out}", "data.workers=2", f"eval.predictions={tmp_path / 'pred.csv'}")
     assert_ok(result)
     summary = json.loads((out / "eval.json").read_text())
     last = metrics(run_dir)[-1]
@@ -113,7 +113,7 @@ def test_eval_compiled_with_frozen_weights_gives_the_same_figures(trained, tmp_p
     for compiled in ("false", "true"):
         out = tmp_path / f"eval_{compiled}"
         assert_ok(run_cli("fishnet-eval", f"checkpoint={ckpt}", f"data.root={data}", f"hydra.run.dir={out}",
-                          "data.workers=0", f"trainer.compile={compiled}", timeout=600))
+                          "data.workers=2", f"trainer.compile={compiled}", timeout=600))
         summaries.append(json.loads((out / "eval.json").read_text()))
     plain, compiled = summaries
     assert (plain["top1"], plain["top5"], plain["images"]) == (compiled["top1"], compiled["top5"], compiled["images"])

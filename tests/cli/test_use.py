@@ -98,7 +98,7 @@ def test_graph_exports_match_the_pytorch_model_on_real_images(trained, tmp_path,
                      f"hydra.run.dir={tmp_path / 'x'}", timeout=600)
     assert_ok(result)
     assert f"check: {fmt} outputs match the PyTorch model" in result.stderr
-    paths = sorted((data / "val").glob("*/*.png"))
+    paths = sorted((data / "val").glob("*/*.jpg"))
     images = torch.stack([ValTransform(32, 32)(load_rgb(str(p))) for p in paths])
     x = BatchPreprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), torch.device("cpu"), False)(images)
     model = load_weights(create_model("fishnet99", num_classes=6), ckpt).eval()

@@ -65,10 +65,10 @@ def test_a_changed_class_folder_invalidates_the_cache(tmp_path):
     root = write_image_folder(tmp_path / "data")
     cache = str(tmp_path / "index.npz")
     before = find_splits(str(root), cache)[0]
-    Image.new("RGB", (40, 40)).save(root / "train" / "class_2" / "new.png")
+    Image.new("RGB", (40, 40)).save(root / "train" / "class_2" / "new.jpg")
     _bump(root / "train" / "class_2")
     after = find_splits(str(root), cache)[0]
-    assert len(after) == len(before) + 1 and str(root / "train" / "class_2" / "new.png") in after.paths()
+    assert len(after) == len(before) + 1 and str(root / "train" / "class_2" / "new.jpg") in after.paths()
 
 
 def test_an_unreadable_cache_is_rebuilt_not_an_error(tmp_path):

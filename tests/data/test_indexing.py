@@ -44,7 +44,7 @@ def _index_on_two_ranks(rank: int, root: str, cache: str, port: int, out: str) -
             on_main(lambda: 1 / 0, rank == 0)  # not a UserError: rank 0 raises it, the others a line naming it
         except (ZeroDivisionError, UserError) as e:
             failures.append(f"{type(e).__name__}: {e}")
-        stage = DataConfig(root=root, format="shards", stage_dir=os.path.join(root, "train", "class_0", "img_0.png"))
+        stage = DataConfig(root=root, format="shards", stage_dir=os.path.join(root, "train", "class_0", "img_0.jpg"))
         try:  # a copy failing on the node's first process fails every rank
             staged_root(stage, info)
         except UserError as e:
@@ -72,7 +72,7 @@ def test_rank_0_indexes_once_and_every_rank_gets_its_samples(tmp_path):
 def test_the_scan_splits_the_files_across_ranks_and_gathers_them_in_order(tmp_path):
     root = tmp_path / "data"
     write_image_folder(root, classes=2, train_per_class=5)
-    for name in ("train/class_0/img_1.png", "train/class_1/img_4.png", "val/class_1/img_0.png"):
+    for name in ("train/class_0/img_1.jpg", "train/class_1/img_4.jpg", "val/class_1/img_0.jpg"):
         (root / name).write_bytes(b"broken")
     splits = [find_split(str(root), "train"), find_split(str(root), "val")]
     whole = scan_undecodable(splits, workers=0)

@@ -37,7 +37,7 @@ def test_undecodable_files_are_reported_not_replaced(images):
 
 
 def test_a_batch_mixing_good_and_broken_files_keeps_each_image_with_its_index(image_folder, tmp_path):
-    good = sorted(str(p) for p in (image_folder / "val" / "class_0").glob("*.png"))[:2]
+    good = sorted(str(p) for p in (image_folder / "val" / "class_0").glob("*.jpg"))[:2]
     (tmp_path / "broken.png").write_bytes(b"not a png")
     paths = [good[0], str(tmp_path / "broken.png"), good[1]]
     dataset = ImageFiles(paths, transform=lambda x: x[:, :32, :32])

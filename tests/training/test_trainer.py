@@ -301,7 +301,7 @@ def test_every_preset_trains_a_step_in_the_trainer(preset, image_folder, tmp_pat
     """Each preset's optimiser, schedule, loss and augmentations run; only sizes and lengths are shrunk."""
     options = to_options(compose_train(
         f"experiment={preset}", f"data.root={image_folder}", "model.num_classes=null", "trainer.device=cpu",
-        "data.batch_size=4", "data.workers=0", "data.train_crop=32", "data.val_resize=32", "data.val_crop=32",
+        "data.batch_size=4", "data.workers=2", "data.train_crop=32", "data.val_resize=32", "data.val_crop=32",
         "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.clip_grad_norm=1.0", "schedule.milestones=[]",
         "schedule.warmup_epochs=0"))
     record = train(options, str(tmp_path / "run"))
