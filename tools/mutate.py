@@ -3,6 +3,7 @@
     python tools/mutate.py                         # every module in MODULES, one after the other
     python tools/mutate.py training/checkpoint     # one module (make mutate MODULE=training/checkpoint)
     python tools/mutate.py --list                  # the modules and the tests each is run against
+    python tools/mutate.py --diff data/samplers    # with each survivor's change (make mutate DIFF=1)
 
 mutmut (settings in pyproject.toml, ``[tool.mutmut]``) copies the project into ``mutants/``, mutates
 the one module there and runs, for each mutant, the module's tests (``not slow and not slurm``) that
@@ -77,6 +78,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help="modules as in --list (default: all)")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--diff", action="store_true", help="show each survivor's change")
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--json", type=Path, help="also write the scores to this file")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
@@ -111,6 +113,10 @@ def main() -> int:
               f"{len(survivors)} survived, {len(untested)} reached by no test, {minutes:.1f} min")
         for name in survivors:
             print(f"    survived: {name}")
+            if args.diff:
+                from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+                print("\n".join("        " + line for line in get_diff_for_mutant(name, path=source_of(module))[2:]))
         for function, count in sorted(Counter(name.rpartition("__mutmut_")[0] for name in untested).items()):
             print(f"    no test reaches {function} ({count} mutants)")
         results[module] = {"killed": killed, "total": total, "survived": survivors, "no_tests": untested,
