@@ -35,8 +35,9 @@ MODULES: dict[str, list[str]] = {
     "data/indexing": ["tests/data/test_indexing.py"],
     "data/images": ["tests/data/test_images.py"],
     "data/transforms": ["tests/data/test_transforms.py"],
-    "apps/evaluator": ["tests/apps/test_evaluator.py"],
-    "apps/predictor": ["tests/apps/test_exporter.py"],
+    "apps/evaluator": ["tests/apps/test_evaluator.py", "tests/apps/test_eval_labels.py",
+                       "tests/apps/test_eval_bad_files.py"],
+    "apps/predictor": ["tests/apps/test_predictor.py"],
     "apps/exporter": ["tests/apps/test_exporter.py"],
     "hubconf": ["tests/models/test_hub.py"],
 }
