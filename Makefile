@@ -48,10 +48,11 @@ fuzz: $(STAMP)
 	FISHNET_FUZZ_SCALE=20 $(PY) -m pytest -q tests/test_config_fuzz.py --hypothesis-show-statistics
 
 # Mutation testing (tools/mutate.py): each module against its own tests, a score and the survivors each;
-# MODULE=training/checkpoint runs one (python tools/mutate.py --list names them). Minutes per module.
+# MODULE=training/checkpoint runs one (python tools/mutate.py --list names them), DIFF=1 shows each
+# survivor's change. Minutes per module (docs/development.md, Mutation testing).
 MODULE ?=
 mutate: $(STAMP)
-	$(PY) tools/mutate.py $(MODULE)
+	$(PY) tools/mutate.py $(if $(DIFF),--diff) $(MODULE)
 
 # The GPU check (tools/gpu_check.py: the gpu tests and the GPU figures, about 8 minutes) into $(OUT), on
 # a machine with a CUDA GPU. Needs no .venv: on a machine whose python3 has PyTorch it installs the
