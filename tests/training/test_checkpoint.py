@@ -200,7 +200,7 @@ def test_a_saved_run_restores_weights_optimizer_average_progress_and_generators(
     loaded = load_training_state(str(tmp_path / "last.pt"))
     assert (loaded["arch"], loaded["num_classes"], loaded["classes"], loaded["world_size"]) == (
         "fishnet99", 3, ["a", "b", "c"], 2)
-    assert loaded["scaler"] is None and loaded["ema_updates"] == 2
+    assert loaded["scaler"] is None and loaded["ema_updates"] == 2 and loaded["config"] == {"optim": {"name": "sgd"}}
     other, other_optimizer = _tiny_run(1)
     other_optimizer.param_groups[0]["lr_scale"] = 0.5
     other_ema = WeightAverage(other, decay=0.9, every_steps=1)
@@ -257,7 +257,9 @@ def test_an_optimizer_state_for_other_parameter_groups_is_one_clear_error():
     state = training_state(model, optimizer, None, Progress(), {}, [], None, 3, [], world_size=1)
     params = list(model.parameters())
     split = torch.optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, momentum=0.9)
-    with pytest.raises(CheckpointError, match="does not fit this run's parameter groups"):
+    with pytest.raises(CheckpointError, match="does not fit this run's parameter groups .*changed since it was "
+                                              "saved; set them back, or start from its weights with "
+                                              "model.pretrained=<checkpoint> trainer.resume=null"):
         restore_training_state(state, model, split, None, rank=0, world_size=1)
 
 
@@ -277,7 +279,8 @@ def test_a_resume_with_another_optimizer_is_refused(config, ok):
     if ok:
         check_same_optimizer(state, "sgd")
     else:
-        with pytest.raises(CheckpointError, match="state is adamw.s, but optim.name=sgd: set optim.name=adamw"):
+        with pytest.raises(CheckpointError, match="state is adamw.s, but optim.name=sgd: set optim.name=adamw to go "
+                                                  "on, or start from its weights with model.pretrained=<checkpoint>"):
             check_same_optimizer(state, "sgd")
 
 
@@ -290,6 +293,8 @@ def test_epoch_history_copies_last_pt_and_keeps_the_newest(tmp_path):
     save_atomic({"epoch": torch.tensor(9)}, str(tmp_path / "last.pt"))
     keep_epoch_checkpoint(str(tmp_path), 4, keep=2, if_missing=True)  # a resume: the copy is there already
     assert torch.load(tmp_path / "epoch-0004.pt", weights_only=True)["epoch"].item() == 4
+    keep_epoch_checkpoint(str(tmp_path), 4, keep=2)  # epoch 4 trained again (a resume from before it): replaced
+    assert torch.load(tmp_path / "epoch-0004.pt", weights_only=True)["epoch"].item() == 9
     keep_epoch_checkpoint(str(tmp_path), 5, keep=2, if_missing=True)
     assert sorted(os.listdir(tmp_path)) == ["epoch-0004.pt", "epoch-0005.pt", "last.pt"]
 
@@ -299,3 +304,30 @@ def test_a_new_epoch_starts_its_figures_from_zero():
                         epoch_data_wait=1.0)
     progress.start_epoch(2)
     assert progress == Progress(epoch=2, epoch_step=0, step=20, best_top1=3.0)
+
+
+def test_a_group_without_a_rate_scale_resumes_at_scale_1():
+    model, optimizer = _tiny_run(0)
+    state = training_state(model, optimizer, None, Progress(), {}, [], None, 3, [], world_size=1)
+    other, other_optimizer = _tiny_run(1)
+    assert "lr_scale" not in other_optimizer.param_groups[0]
+    restore_training_state(state, other, other_optimizer, None, rank=0, world_size=1)
+    assert other_optimizer.param_groups[0]["lr_scale"] == 1.0
+
+
+def test_an_fp16_checkpoint_resumes_on_a_run_without_a_scaler():
+    model, optimizer = _tiny_run(0)
+    state = training_state(model, optimizer, torch.amp.GradScaler("cpu"), Progress(step=4), {}, [], None, 3, [],
+                           world_size=1)
+    assert restore_training_state(state, model, optimizer, None, rank=0, world_size=1).step == 4
+
+
+def test_a_gpu_run_resumes_its_own_gpu_generator(monkeypatch):
+    device = torch.device("cuda", 1)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d="cuda": restored.append(d))
+    model, optimizer = _tiny_run(0)
+    rng = {**rng_state(torch.device("cpu")), "cuda": torch.zeros(8, dtype=torch.uint8)}
+    state = training_state(model, optimizer, None, Progress(), {}, [rng], None, 3, [], world_size=1)
+    restore_training_state(state, model, optimizer, None, rank=0, world_size=1, device=device)
+    assert restored == [device]
