@@ -57,8 +57,9 @@ def source_of(module: str) -> str:
     return "hubconf.py" if module == "hubconf" else f"fishnet_train/{module}.py"
 
 
-def run_one(module: str, max_children: int) -> None:
-    """In this process: mutmut on ``module`` alone, its tests alone (mutmut reads its settings once)."""
+def run_one(module: str, max_children: int, mutants: list[str]) -> None:
+    """In this process: mutmut on ``module`` alone, its tests alone (mutmut reads its settings once);
+    ``mutants``: only these (names or globs), the others left unchecked."""
     import mutmut.configuration as configuration
 
     settings = configuration._load_config()
@@ -67,13 +68,14 @@ def run_one(module: str, max_children: int) -> None:
         pytest_add_cli_args=settings.pytest_add_cli_args + [f"--deselect={t}" for t in DESELECT.get(module, [])])
     from mutmut.__main__ import _run
 
-    _run((), max_children)
+    _run(tuple(mutants), max_children)
 
 
 def score(module: str) -> tuple[int, int, list[str], list[str]]:
     """(killed, total, survivors, mutants no test reaches) from mutmut's record of ``module``."""
     meta = ROOT / "mutants" / (source_of(module) + ".meta")
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    codes = {name: code for name, code in codes.items() if code is not None}  # None: not checked (--mutants)
     killed = sum(code in KILLED for code in codes.values())
     survivors = sorted(name for name, code in codes.items() if code in SURVIVED)
     untested = sorted(name for name, code in codes.items() if code in NO_TESTS)
@@ -86,6 +88,8 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--diff", action="store_true", help="show each survivor's change")
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
+    parser.add_argument("--mutants", nargs="+", default=[], metavar="NAME",
+                        help="check only these mutants of the one module (names or globs), e.g. its last survivors")
     parser.add_argument("--json", type=Path, help="also write the scores to this file")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,8 +100,10 @@ def main() -> int:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; --list shows them")
+    if args.mutants and len(args.modules) != 1:
+        parser.error("--mutants needs exactly one module")
     if args.in_process:
-        run_one(args.modules[0], args.max_children)
+        run_one(args.modules[0], args.max_children, args.mutants)
         return 0
     os.chdir(ROOT)
     # One intra-op thread per mutant being tested: max-children processes use max-children cores.
@@ -108,6 +114,7 @@ def main() -> int:
         print(f"=== {module}: {source_of(module)} against {' '.join(MODULES[module])}", flush=True)
         start = time.monotonic()
         cmd = [sys.executable, __file__, module, "--in-process", "--max-children", str(args.max_children)]
+        cmd += ["--mutants", *args.mutants] if args.mutants else []
         rc = subprocess.run(cmd, env=env).returncode
         minutes = (time.monotonic() - start) / 60
         if rc != 0:

@@ -1,6 +1,7 @@
 """The evaluation app: its checks, before it reads a checkpoint or an image, and the files it writes."""
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from fishnet_train.apps.evaluator import check_eval_inputs
 from fishnet_train.config import to_options
 from fishnet_train.data import BatchPreprocess, ValTransform
 from fishnet_train.data.images import load_rgb
-from fishnet_train.errors import UserError
+from fishnet_train.errors import CheckpointError, UserError
 from fishnet_train.models import create_model
 from fishnet_train.training.checkpoint import FORMAT
 
@@ -49,16 +50,26 @@ def test_a_label_file_that_does_not_exist_is_refused_naming_its_key(image_folder
                                   f"{key}={tmp_path / 'none.json'}"))
 
 
-def test_the_figures_written_are_those_of_the_models_predictions(image_folder, tmp_path):
+def trained(path):
+    """A FishNet-99 checkpoint of 3 classes named as ``image_folder``'s, evaluated at 48/40 px."""
     torch.manual_seed(0)
     model = create_model("fishnet99", num_classes=3)
     with torch.no_grad():  # one class favoured, so that some images are right and some wrong
         model.classifier.fc.bias.copy_(torch.tensor([0.0, 3.0, -3.0]))
-    classes = ["class_0", "class_1", "class_2"]
-    ckpt = tmp_path / "w.pt"
-    torch.save({"format": FORMAT, "model": model.state_dict(), "arch": "fishnet99", "classes": classes,
-                "config": {"data": {"val_resize": 48, "val_crop": 40}}}, ckpt)
+    torch.save({"format": FORMAT, "model": model.state_dict(), "arch": "fishnet99", "classes": CLASSES,
+                "config": {"data": {"val_resize": 48, "val_crop": 40}}}, path)
+    return model
+
+
+CLASSES = ["class_0", "class_1", "class_2"]
+
+
+def test_the_figures_written_are_those_of_the_models_predictions(image_folder, tmp_path, caplog):
+    ckpt, classes = tmp_path / "w.pt", CLASSES
+    model = trained(ckpt)
     result = eval_in_process(ckpt, image_folder, tmp_path / "eval", f"eval.predictions={tmp_path / 'p.csv'}")
+    assert sorted(os.listdir(tmp_path / "eval")) == ["eval.json", "per_class.csv"]
+    assert f"fishnet99 on 9 images: top1 {result.top1:.2f}  top5 100.00  loss {result.loss:.4f}" in caplog.text
 
     preprocess = BatchPreprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), torch.device("cpu"), False)
     model.eval()
@@ -87,3 +98,9 @@ def test_the_figures_written_are_those_of_the_models_predictions(image_folder, t
         ranked = torch.argsort(p, descending=True).tolist()
         assert row[:5] == [str(f), str(t), *map(str, ranked)] and row[5:7] == ["", ""]
         assert [float(x) for x in row[7:10]] == pytest.approx(p[ranked].tolist(), abs=1e-4) and row[10:] == ["", ""]
+
+
+def test_a_model_name_other_than_the_checkpoints_network_is_refused(image_folder, tmp_path):
+    trained(tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="checkpoint does not fit the model"):
+        eval_in_process(tmp_path / "w.pt", image_folder, tmp_path / "eval", "model.name=fishnet150")
