@@ -50,7 +50,7 @@ def test_mutate_maps_each_module_to_its_own_existing_test_files():
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     assert {row[0] for row in rows} >= {"training/checkpoint", "training/loop", "data/samplers", "apps/evaluator",
-                                        "apps/predictor", "hubconf"}
+                                        "apps/predictor", "models/hub"}
     for module, source, *tests in rows:
         assert (ROOT / source).is_file() and tests, module
         assert all((ROOT / t).is_file() and t.startswith("tests/") for t in tests), module
