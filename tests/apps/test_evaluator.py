@@ -1,6 +1,7 @@
 """The evaluation app: its checks, before it reads a checkpoint or an image, and the files it writes."""
 import csv
 import json
+import logging
 import os
 
 import pytest
@@ -65,6 +66,7 @@ CLASSES = ["class_0", "class_1", "class_2"]
 
 
 def test_the_figures_written_are_those_of_the_models_predictions(image_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     ckpt, classes = tmp_path / "w.pt", CLASSES
     model = trained(ckpt)
     result = eval_in_process(ckpt, image_folder, tmp_path / "eval", f"eval.predictions={tmp_path / 'p.csv'}")
