@@ -1,6 +1,7 @@
 """fishnet-predict in process: the top-k classes of each image, the table, the files written, the refusals."""
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from fishnet_train.apps.predictor import Prediction, prediction_table, run_predi
 from fishnet_train.config import to_options
 from fishnet_train.data import BatchPreprocess, ValTransform
 from fishnet_train.data.images import load_rgb
-from fishnet_train.errors import UserError
+from fishnet_train.errors import CheckpointError, UserError
 from fishnet_train.models import create_model
 from fishnet_train.training.checkpoint import FORMAT
 
@@ -63,8 +64,10 @@ def test_each_image_gets_the_models_top_classes_best_first_with_their_names(chec
 
 def test_top_k_beyond_the_classes_gives_every_class(checkpoint, image_folder, tmp_path):
     image = image_folder / "val" / "class_0" / "img_0.png"
-    (prediction,) = run_predict(predict_options(checkpoint[0], image, "predict.topk=5"), str(tmp_path))
+    (tmp_path / "run").mkdir()
+    (prediction,) = run_predict(predict_options(checkpoint[0], image, "predict.topk=5"), str(tmp_path / "run"))
     assert sorted(prediction.classes) == [0, 1, 2] and sum(prediction.probs) == pytest.approx(1.0, abs=1e-5)
+    assert os.listdir(tmp_path / "run") == []  # no TensorBoard folder, no files: the table is printed
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl"])
@@ -120,3 +123,8 @@ def test_the_table_aligns_paths_and_the_file_writers_keep_k_columns(tmp_path):
     ]
     write_predictions(str(tmp_path / "p.csv"), predictions, 2)
     assert (tmp_path / "p.csv").read_text().splitlines()[1] == "a.png,1,0,dog,cat,0.750000,0.250000"
+
+
+def test_a_model_name_other_than_the_checkpoints_network_is_refused(checkpoint, image_folder, tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint does not fit the model"):
+        run_predict(predict_options(checkpoint[0], image_folder, "model=fishnet150"), str(tmp_path))
