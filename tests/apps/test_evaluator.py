@@ -55,8 +55,9 @@ def trained(path):
     """A FishNet-99 checkpoint of 3 classes named as ``image_folder``'s, evaluated at 48/40 px."""
     torch.manual_seed(0)
     model = create_model("fishnet99", num_classes=3)
-    with torch.no_grad():  # one class favoured, so that some images are right and some wrong
-        model.classifier.fc.bias.copy_(torch.tensor([0.0, 3.0, -3.0]))
+    with torch.no_grad():  # logits of a few units, one class favoured: some images right, some wrong
+        model.classifier.fc.weight.mul_(0.002)
+        model.classifier.fc.bias.copy_(torch.tensor([0.0, 0.5, -0.5]))
     torch.save({"format": FORMAT, "model": model.state_dict(), "arch": "fishnet99", "classes": CLASSES,
                 "config": {"data": {"val_resize": 48, "val_crop": 40}}}, path)
     return model
@@ -82,7 +83,7 @@ def test_the_figures_written_are_those_of_the_models_predictions(image_folder, t
         probs = F.softmax(model(preprocess(batch)), dim=1)
     best = probs.argmax(1).tolist()
     correct = [sum(b == t == k for b, t in zip(best, targets)) for k in range(3)]
-    assert 0 < sum(correct) < len(files)
+    assert 0 < sum(correct) < len(files) and 0.05 < probs.max(1).values.min() < probs.max() < 0.95
     assert result.top1 == pytest.approx(100 * sum(correct) / len(files)) and result.top5 == 100.0
     summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert {k: summary[k] for k in ("images", "classes", "model", "checkpoint", "skipped_images", "tta",
@@ -94,6 +95,7 @@ def test_the_figures_written_are_those_of_the_models_predictions(image_folder, t
     assert rows == [["class_index", "class", "images", "correct", "top1"]] + [
         [str(k), classes[k], "3", str(correct[k]), f"{100.0 * correct[k] / 3:.4f}"] for k in range(3)]
     rows = list(csv.reader((tmp_path / "p.csv").open()))
+    assert len(rows) == 1 + len(files)
     assert rows[0] == ["path", "target", "pred1", "pred2", "pred3", "pred4", "pred5",
                        "prob1", "prob2", "prob3", "prob4", "prob5"]
     for row, f, t, p in zip(rows[1:], files, targets, probs):
