@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # pip picks the newest torch it may use; on machines with a local cap this is a local file.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo lint docs test test-slow test-slurm fuzz bench gpu-check gpu-wheels clean
+.PHONY: install demo lint docs test test-slow test-slurm fuzz mutate bench gpu-check gpu-wheels clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ test-slurm: $(STAMP)
 # The config fuzzer at 20x its CI examples (1,600 train and 1,000 eval configs, about 15 minutes).
 fuzz: $(STAMP)
 	FISHNET_FUZZ_SCALE=20 $(PY) -m pytest -q tests/test_config_fuzz.py --hypothesis-show-statistics
+
+# Mutation testing (tools/mutate.py): each module against its own tests, a score and the survivors each;
+# MODULE=training/checkpoint runs one (python tools/mutate.py --list names them), DIFF=1 shows each
+# survivor's change. Minutes per module (docs/development.md, Mutation testing).
+MODULE ?=
+mutate: $(STAMP)
+	$(PY) tools/mutate.py $(if $(DIFF),--diff) $(MODULE)
 
 # The GPU check (tools/gpu_check.py: the gpu tests and the GPU figures, about 8 minutes) into $(OUT), on
 # a machine with a CUDA GPU. Needs no .venv: on a machine whose python3 has PyTorch it installs the

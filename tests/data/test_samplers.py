@@ -1,4 +1,6 @@
-from fishnet_train.data.samplers import EvalSampler, TrainSampler
+import pytest
+
+from fishnet_train.data.samplers import EvalSampler, TrainSampler, sample_seed
 
 
 def global_batches(num_samples, global_batch, world, epoch=0, start=0, seed=0):
@@ -70,3 +72,46 @@ def test_the_epochs_crop_size_travels_with_every_sample():
     sampler = TrainSampler(16, 4)
     sampler.set_epoch(0, crop=96)
     assert {crop for *_, crop in sampler} == {96}
+
+
+def test_repeated_augmentation_draws_the_samples_of_the_run_without_it_in_the_same_order():
+    repeated, plain = TrainSampler(60, 12, seed=5, repeats=3), TrainSampler(60, 4, seed=5)
+    repeated.set_epoch(1)
+    plain.set_epoch(1)
+    drawn = [i for i, *_ in repeated]
+    assert [drawn[b * 12:b * 12 + 4] for b in range(5)] == [[i for i, *_ in plain][b * 4:b * 4 + 4] for b in range(5)]
+
+
+def test_orders_and_augmentation_seeds_stay_those_of_earlier_versions():
+    # A run resumed with a newer version draws the same samples with the same augmentations.
+    sampler = TrainSampler(20, 4, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler)[:3] == [(10, 103964809898013142, None), (14, 2281307592366435819, None),
+                                 (15, 4458650374834858496, None)]
+    assert sample_seed(12345, 7, 999) == 8730706749427101729
+
+
+def test_augmentation_seeds_are_distinct_integers_of_63_bits():
+    seeds = [sample_seed(seed, epoch, position) for seed in range(3) for epoch in range(3) for position in range(400)]
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_a_sampler_left_at_its_defaults_is_one_process_at_epoch_0_from_the_first_batch():
+    fresh, explicit = TrainSampler(20, 4), TrainSampler(20, 4, rank=0, world_size=1, seed=0)
+    explicit.set_epoch(0)
+    assert list(fresh) == list(explicit) and len(fresh) == 20
+    assert all(crop is None for *_, crop in fresh)
+    assert list(EvalSampler(5)) == [0, 1, 2, 3, 4]
+
+
+def test_a_sampler_resumed_at_the_end_of_its_epoch_has_nothing_left():
+    sampler = TrainSampler(20, 4)
+    sampler.set_epoch(0, start_batch=5)
+    assert len(sampler) == 0 and list(sampler) == []
+
+
+@pytest.mark.parametrize("world, repeats", [(3, 1), (1, 3), (2, 3)])
+def test_a_global_batch_that_does_not_split_is_refused(world, repeats):
+    with pytest.raises(ValueError, match=f"global batch 8 does not split over {world} processes and {repeats} repeats"):
+        TrainSampler(40, 8, world_size=world, repeats=repeats)

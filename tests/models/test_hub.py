@@ -65,3 +65,7 @@ def test_another_class_count_starts_a_new_classifier_and_features_drop_it(source
         outputs, expected = features(x), source.forward_features(x)
     assert len(outputs) == 4 and all(torch.equal(o, e) for o, e in zip(outputs, expected))
     assert [o.shape[1] for o in outputs] == list(features.feature_channels)
+
+
+def test_model_options_reach_the_network():
+    assert hub_load("fishnet99", drop_rate=0.3).classifier.drop.p == 0.3

@@ -43,3 +43,16 @@ def test_make_index_writes_the_cache_training_reads(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "6 train and 6 val samples, 2 classes" in result.stdout
     assert folders.read_index_cache(str(tmp_path / "index.npz"), folders.folder_fingerprint(str(src)), str(src))
+
+
+def test_mutate_maps_each_module_to_its_own_existing_test_files():
+    result = run_tool("tools/mutate.py", "--list")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert {row[0] for row in rows} >= {"training/checkpoint", "training/loop", "data/samplers", "apps/evaluator",
+                                        "apps/predictor", "models/hub"}
+    for module, source, *tests in rows:
+        assert (ROOT / source).is_file() and tests, module
+        assert all((ROOT / t).is_file() and t.startswith("tests/") for t in tests), module
+    result = run_tool("tools/mutate.py", "data/nothing")
+    assert result.returncode == 2 and "unknown module(s) data/nothing" in result.stderr
