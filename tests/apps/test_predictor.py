@@ -49,7 +49,7 @@ def expected_probs(model, path):
 def test_each_image_gets_the_models_top_classes_best_first_with_their_names(checkpoint, image_folder, tmp_path,
                                                                             capsys):
     path, model = checkpoint
-    images = sorted((image_folder / "val").rglob("*.png"))
+    images = sorted((image_folder / "val").rglob("*.jpg"))
     predictions = run_predict(predict_options(path, image_folder / "val", "predict.topk=2"), str(tmp_path))
     assert [p.path for p in predictions] == [str(i) for i in images]
     for prediction, image in zip(predictions, images):
@@ -63,7 +63,7 @@ def test_each_image_gets_the_models_top_classes_best_first_with_their_names(chec
 
 
 def test_top_k_beyond_the_classes_gives_every_class(checkpoint, image_folder, tmp_path):
-    image = image_folder / "val" / "class_0" / "img_0.png"
+    image = image_folder / "val" / "class_0" / "img_0.jpg"
     (tmp_path / "run").mkdir()
     (prediction,) = run_predict(predict_options(checkpoint[0], image, "predict.topk=5"), str(tmp_path / "run"))
     assert sorted(prediction.classes) == [0, 1, 2] and sum(prediction.probs) == pytest.approx(1.0, abs=1e-5)
