@@ -14,9 +14,6 @@ import os
 import sys
 import time
 
-from fishnet_train.data.jpeg_region import region_decoder_notice
-from fishnet_train.data.restart_markers import ALREADY, DONE, KEPT, REWRITTEN, rewrite_tree
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,6 +29,9 @@ def main() -> None:
         parser.error(f"{args.dst} is inside {args.src}: give an output folder outside it, or SRC itself for in place")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    # Imported once the arguments are known good: torch takes seconds to import.
+    from fishnet_train.data.jpeg_region import region_decoder_notice
+    from fishnet_train.data.restart_markers import ALREADY, DONE, KEPT, REWRITTEN, rewrite_tree
     if region_decoder_notice() is not None:
         parser.error(region_decoder_notice())
     start = time.perf_counter()

@@ -111,6 +111,7 @@ def test_a_typo_next_to_cfg_or_help_is_refused_too(tmp_path):
         assert_user_error(run_cli("fishnet-train", *flag, "trainer.epoch=3", cwd=tmp_path), "trainer.epoch")
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_an_input_error_under_the_local_launcher_is_printed_once(image_folder, tmp_path):
     result = train(image_folder, tmp_path / "run", "trainer.devices=2", "model.num_classes=5")
     assert_user_error(result, "model.num_classes=5", "3 classes")

@@ -27,21 +27,25 @@ def test_scan_lists_bad_files_once_and_loader_workers_skip_exactly_them(image_fo
     assert len(reported) == len(bad) and metrics(run_dir)[0]["skipped_images"] >= len(bad)
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_bad_images_error_policy_stops_with_the_files_name(image_folder, tmp_path):
     (image_folder / "val" / "class_1" / "broken.jpg").write_bytes(b"")
     result = train_cli(image_folder, tmp_path / "run", "trainer.epochs=1", "data.bad_images=error")
     assert_user_error(result, "broken.jpg", "data.bad_images=skip")
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_non_finite_loss_exits_2_naming_the_step_and_the_fix(image_folder, tmp_path):
     result = train_cli(image_folder, tmp_path / "run", "trainer.epochs=1", "optim.lr=1e30",
                        "trainer.clip_grad_norm=null")
     assert_user_error(result, "loss became", "step", "trainer.nan_policy=skip")
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_ctrl_c_stops_cleanly_and_leaves_last_checkpoint_intact(image_folder, tmp_path):
     run_dir = tmp_path / "run"
-    proc = start_training(image_folder, run_dir, "trainer.epochs=3", "trainer.checkpoint_every_steps=1")
+    # Epochs enough that the run cannot end on its own between step 2 and the signal.
+    proc = start_training(image_folder, run_dir, "trainer.epochs=30", "trainer.checkpoint_every_steps=1")
     wait_for_step(run_dir, 2, proc)
     proc.send_signal(signal.SIGINT)
     try:

@@ -102,6 +102,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_a_stop_signal_during_the_data_scan_exits_75_at_once_without_a_traceback(tmp_path):
     data = write_image_folder(tmp_path / "data", ext="jpg")
     add_large_photos(data, 150)

@@ -38,6 +38,7 @@ def test_saved_config_is_resolved_and_checkpoint_is_plain(trained):
     assert state["progress"]["epoch"] == 2
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_eval_of_last_checkpoint_reproduces_the_trainers_last_val_figures(trained, tmp_path):
     data, run_dir, _ = trained
     out = tmp_path / "eval"

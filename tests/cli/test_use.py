@@ -9,6 +9,7 @@ import torch
 from ..helpers import assert_ok, assert_user_error, eval_in_process, run_cli
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_predict_names_the_classes_and_agrees_with_eval(trained, tmp_path):
     data, run_dir, _ = trained
     ckpt = run_dir / "checkpoints" / "last.pt"
@@ -47,6 +48,7 @@ def test_predict_reports_and_skips_a_file_that_does_not_decode(trained, tmp_path
     assert all([float(p) for p in r[13:]] == sorted((float(p) for p in r[13:]), reverse=True) for r in rows[1:])
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_safetensors_export_evaluates_exactly_as_its_checkpoint(trained, tmp_path):
     data, run_dir, _ = trained
     ckpt = run_dir / "checkpoints" / "last.pt"

@@ -130,6 +130,7 @@ def test_a_stop_while_staging_leaves_whole_files_only_and_the_next_run_copies_th
     assert all((stage / name).read_bytes() == (dst / name).read_bytes() for name in os.listdir(dst))
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_a_truncated_jpeg_in_a_shard_is_named_by_its_shard_member_and_the_path_it_was_packed_from(tmp_path):
     src = write_image_folder(tmp_path / "src", classes=2, train_per_class=3, val_per_class=3, size=48, ext="jpg")
     photo = src / "val" / "class_1" / "img_1.jpg"

@@ -44,6 +44,7 @@ def test_the_resolved_options_hold_the_rate_in_use_so_that_running_them_again_sc
     assert resolve_lr(options) == (options, None)
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_a_scaled_rate_and_the_epoch_history_survive_a_crash_and_resume(tiny_cfg, tmp_path):
     options = tiny_cfg("trainer.epochs=3", "optim.lr_base_batch=3", "trainer.keep_epochs=2")  # batch 6: lr x2
     run_dir = tmp_path / "run"
@@ -77,6 +78,7 @@ def test_the_history_keeps_the_newest_epochs_and_leaves_other_files_alone(tmp_pa
     assert (tmp_path / "epoch-0003.pt").read_bytes() == b"last.pt"
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_a_run_killed_between_last_pt_and_its_epoch_copy_gets_the_copy_on_resume(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_cfg("trainer.epochs=2", "trainer.keep_epochs=3"), str(run_dir))

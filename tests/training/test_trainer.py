@@ -154,6 +154,7 @@ def test_pca_lighting_draws_reach_the_preprocessing_in_training(image_folder, tm
     assert alphas[0] is not None and alphas[0].abs().sum() > 0  # the training step's; validation passes none
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_bf16_autocast_trains_with_other_numerics_than_fp32(image_folder, tmp_path):
     fp32 = _one_step(image_folder, tmp_path / "fp32")
     bf16 = _one_step(image_folder, tmp_path / "bf16", "trainer.amp=bf16")
@@ -161,11 +162,13 @@ def test_bf16_autocast_trains_with_other_numerics_than_fp32(image_folder, tmp_pa
     assert _differ(fp32, bf16)
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_dropout_is_active_in_training(image_folder, tmp_path):
     assert _differ(_one_step(image_folder, tmp_path / "plain"),
                    _one_step(image_folder, tmp_path / "dropout", "model.drop_rate=0.5"))
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_grad_checkpointing_recomputes_the_stages_and_trains_alike(image_folder, tmp_path, monkeypatch):
     import fishnet_train.models.fishnet as fishnet
 
@@ -198,6 +201,7 @@ def test_fine_tuning_keeps_a_released_backbone_and_replaces_its_classifier(image
     assert tuned["classifier.fc.weight"].shape[0] == 3
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_a_linear_probe_from_safetensors_trains_only_the_classifier_and_resumes(image_folder, tmp_path):
     from safetensors.torch import save_file
 
@@ -259,6 +263,7 @@ def test_a_missing_pretrained_file_is_refused_naming_the_option():
         check_inputs(to_options(compose_train("data.root=/d", "model.pretrained=/nonexistent/w.pt")))
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_cfg("trainer.epochs=1"), str(run_dir))
@@ -271,6 +276,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_cfg, tmp_path)
     assert_same_tensors(before["model"], after["model"])
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_undecodable_files_are_replaced_counted_and_reported_once(image_folder, tiny_cfg, tmp_path, caplog):
     _, bad = plant_odd_files(image_folder / "train" / "class_0")
     (image_folder / "val" / "class_2" / "broken_val.jpg").write_bytes(b"")

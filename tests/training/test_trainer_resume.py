@@ -10,6 +10,7 @@ from fishnet_train.training.trainer import train
 from ..helpers import metrics
 
 
+@pytest.mark.slow  # over 6 s on 2 cores
 def test_an_epoch_stopped_after_its_last_step_and_resumed_reports_all_of_it_once(tiny_cfg, tmp_path):
     reference = train(tiny_cfg("trainer.epochs=1"), str(tmp_path / "reference"))
     run_dir = tmp_path / "run"
