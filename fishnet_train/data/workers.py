@@ -2,11 +2,11 @@
 signals), and how they end."""
 from __future__ import annotations
 
-import atexit
 import contextlib
 import gc
 import multiprocessing
 import signal
+from multiprocessing import util as multiprocessing_util
 from typing import Any, Iterator
 
 from torch.utils.data import DataLoader
@@ -53,7 +53,7 @@ def stop_signals_held() -> Iterator[None]:
 
 def end_loader_workers() -> None:
     """At exit, kill the loader workers still alive: multiprocessing would end them with SIGTERM, which
-    they ignore, and then wait for them forever (a loader frozen out of the collector is never freed).
+    they ignore, and then wait for them for ever (a loader frozen out of the collector is never freed).
     torch's SIGCHLD handler goes first: it would report each of these deaths as a worker failure."""
     workers = [child for child in multiprocessing.active_children() if child.daemon]
     if workers:
@@ -81,9 +81,11 @@ class ForkingLoader(DataLoader):
     def __iter__(self):
         if self.num_workers == 0:
             return super().__iter__()
-        # Registered last, so it runs before multiprocessing's own exit handler; once.
-        atexit.unregister(end_loader_workers)
-        atexit.register(end_loader_workers)
+        if not hasattr(self, "_workers_ended_at_exit"):
+            # A finalizer of multiprocessing's own runs first within its exit handler, in the main process
+            # (at exit) and in a process multiprocessing started (a rank under the local launcher), which
+            # runs that handler itself, before any atexit function.
+            self._workers_ended_at_exit = multiprocessing_util.Finalize(None, end_loader_workers, exitpriority=100)
         if self.freeze_collector:
             freeze_for_fork()
         with stop_signals_held() if self.ignore_stop_signals else contextlib.nullcontext():
