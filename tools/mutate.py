@@ -31,10 +31,10 @@ MODULES: dict[str, list[str]] = {
     "training/loop": ["tests/training/test_loop.py"],
     "training/trainer": ["tests/training/test_trainer.py", "tests/training/test_trainer_resume.py"],
     "data/samplers": ["tests/data/test_samplers.py"],
-    "data/index": ["tests/data/test_index.py"],
+    "data/index": ["tests/data/test_index.py", "tests/data/test_shards.py", "tests/data/test_datasets.py"],
     "data/indexing": ["tests/data/test_indexing.py"],
-    "data/images": ["tests/data/test_images.py"],
-    "data/transforms": ["tests/data/test_transforms.py"],
+    "data/images": ["tests/data/test_images.py", "tests/data/test_jpeg_region.py"],
+    "data/transforms": ["tests/data/test_transforms.py", "tests/data/test_augment.py"],
     "apps/evaluator": ["tests/apps/test_evaluator.py"],
     "apps/predictor": ["tests/apps/test_predictor.py"],
     "apps/exporter": ["tests/apps/test_exporter.py"],
@@ -125,7 +125,8 @@ def main() -> int:
             if args.diff:
                 from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-                print("\n".join("        " + line for line in get_diff_for_mutant(name, path=source_of(module))[2:]))
+                diff = get_diff_for_mutant(name, path=source_of(module)).splitlines()[2:]
+                print("\n".join("        " + line for line in diff if line))
         for function, count in sorted(Counter(name.rpartition("__mutmut_")[0] for name in untested).items()):
             print(f"    no test reaches {function} ({count} mutants)")
         results[module] = {"killed": killed, "total": total, "survived": survivors, "no_tests": untested,

@@ -73,7 +73,7 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         real = real_label_sets(read_real_labels(e.real_labels), split, e.real_labels) if e.real_labels else None
         model = build_trained_model(ckpt, options.model.num_classes)
         result = evaluate_split(options, model, data, split, info, reporter, outputs, keep_predictions=bool(real))
-        extra = protocol_record(e)
+        extra = {**protocol_record(e), "processes": info.world_size}
         if real is not None:
             top1 = [classes[0] if target >= 0 else None for target, classes, _ in result.predictions]
             extra["real_top1"], extra["real_images"] = real_top1(top1, real)

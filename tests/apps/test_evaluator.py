@@ -120,9 +120,9 @@ def test_the_figures_written_are_those_of_the_models_predictions(image_folder, t
     assert result.top1 == pytest.approx(100 * sum(correct) / len(files)) and result.top5 == 100.0
     summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert {k: summary[k] for k in ("images", "classes", "model", "checkpoint", "skipped_images", "tta",
-                                    "class_subset")} == {
+                                    "class_subset", "processes")} == {
         "images": 9, "classes": 3, "model": "fishnet99", "checkpoint": str(ckpt), "skipped_images": 0,
-        "tta": "none", "class_subset": None}
+        "tta": "none", "class_subset": None, "processes": 1}
     assert summary["top1"] == pytest.approx(result.top1) and summary["loss"] == pytest.approx(result.loss)
     rows = list(csv.reader((tmp_path / "eval" / "per_class.csv").open()))
     assert rows == [["class_index", "class", "images", "correct", "top1"]] + [

@@ -83,6 +83,7 @@ def test_distributed_eval_counts_every_image_once_and_equals_single_process(tmp_
         results[devices] = json.loads((out / "eval.json").read_text())
         assert len((tmp_path / f"eval{devices}.csv").read_text().splitlines()) == 8
     assert results[1]["images"] == results[2]["images"] == 7
+    assert [results[1]["processes"], results[2]["processes"]] == [1, 2]  # two ranks shared the 7
     assert results[1]["top1"] == results[2]["top1"] and results[1]["top5"] == results[2]["top5"]
     assert results[1]["loss"] == pytest.approx(results[2]["loss"], rel=1e-4)  # batch sizes differ
     rows = [[line.split(",")[:7] for line in (tmp_path / f"eval{d}.csv").read_text().splitlines()] for d in (1, 2)]
