@@ -29,6 +29,24 @@ def test_flat_index_holds_torchvisions_samples_in_its_order(tmp_path):
     assert split.paths() == [p for p, _ in reference.samples]
 
 
+def test_a_file_name_that_is_not_utf8_is_indexed_and_read_back(tmp_path):
+    # Linux names are bytes: a Latin-1 name from an old archive must reach the same file, not fail the index.
+    root = write_image_folder(tmp_path / "data", classes=2, train_per_class=1)
+    folder = bytes(root / "train" / "class_1")
+    with open(os.path.join(folder, b"caf\xe9.jpg"), "wb") as f:
+        f.write((root / "train" / "class_0" / "img_0.jpg").read_bytes())
+    split = find_split(str(root), "train")
+    latin = [i for i in range(len(split)) if "caf" in split.path(i)]
+    assert len(latin) == 1 and os.fsencode(split.path(latin[0])).endswith(b"caf\xe9.jpg")
+    assert split.read(latin[0]) == (root / "train" / "class_0" / "img_0.jpg").read_bytes()
+    assert split.target(latin[0]) == 1
+
+
+def test_an_empty_index_has_no_samples():
+    index = SampleIndex.from_pairs(iter([]))
+    assert len(index) == 0 and list(index) == [] and index.starts.tolist() == [0]
+
+
 def test_the_index_is_a_few_flat_arrays_not_python_objects():
     index = SampleIndex.from_pairs([(f"c{i % 7}/img_{i}.jpg", i % 7) for i in range(1000)])
     arrays = index.arrays()
