@@ -76,3 +76,8 @@ def test_progressive_crop_follows_ffcvs_ramp_in_multiples_of_32_px():
     assert [progressive_crop(e, 128, 224, (2, 6)) for e in range(8)] == [128, 128, 128, 160, 192, 192, 224, 224]
     assert progressive_crop(0, 112, 176, (0, 4)) == 112 and progressive_crop(4, 112, 176, (0, 4)) == 176  # ends kept
     assert progressive_crop(5, None, 224, (0, 0)) is None
+
+
+def test_progressive_crop_is_the_train_crop_itself_from_the_ramps_last_epoch_on():
+    # A train_crop off the 32 px grid: the last epoch of the ramp does not round it down to 192.
+    assert [progressive_crop(e, 160, 200, (2, 6)) for e in (5, 6, 7)] == [192, 200, 200]

@@ -180,3 +180,113 @@ def test_the_fast_idct_changes_pixels_the_reduced_decode_keeps():
     fast = TrainTransform(400, (0.9, 1.0), (1.0, 1.0), hflip=False, lighting=0.0, decode="fast")
     a, b = reduced(image, random.Random(0))[0], fast(image, random.Random(0))[0]
     assert not torch.equal(a, b) and (a.int() - b.int()).abs().float().mean() < 4
+
+
+def torchvision_box(width: int, height: int, scale, ratio) -> tuple[int, int, int, int]:
+    top, left, h, w = T.RandomResizedCrop.get_params(torch.empty(3, height, width), list(scale), list(ratio))
+    return left, top, w, h
+
+
+@pytest.mark.parametrize("width, height, scale, ratio", [
+    (100, 50, 0.8, 2.5),  # as wide as the image
+    (50, 100, 0.8, 0.4),  # as tall as the image
+    (10, 10, 0.04, 0.25),  # 1 px wide
+    (10, 10, 0.04, 4.0),  # 1 px tall
+    (10, 10, 0.01, 0.16),  # rounds to 0 px wide: never drawn, the fallback instead
+    (10, 10, 0.01, 6.25),  # rounds to 0 px tall
+])
+def test_a_crop_of_a_fixed_area_and_shape_has_torchvisions_size_and_is_placed_at_random_as_its_is(
+        width, height, scale, ratio):
+    torch.manual_seed(0)
+    ours = [random_resized_crop_box(width, height, (scale, scale), (ratio, ratio), random.Random(seed))
+            for seed in range(30)]
+    theirs = [torchvision_box(width, height, (scale, scale), (ratio, ratio)) for _ in range(30)]
+    assert {box[2:] for box in ours} == {box[2:] for box in theirs} and len({box[2:] for box in ours}) == 1
+    # A box that fits is placed anywhere, the fallback always in the centre.
+    assert (len({box[:2] for box in ours}) > 1) == (len({box[:2] for box in theirs}) > 1)
+
+
+@pytest.mark.parametrize("width, height, scale, ratio", [
+    (100, 1000, (0.9, 1.0), (3 / 4, 4 / 3)),  # very tall: the widest box within the ratios, centred
+    (1000, 100, (0.9, 1.0), (3 / 4, 4 / 3)),  # very wide
+    (100, 100, (1.0, 1.0), (0.5, 2.0)),  # square with every drawn aspect too long one way: the whole image
+])
+def test_the_fallback_crop_of_an_image_no_drawn_box_fits_matches_torchvision(width, height, scale, ratio):
+    torch.manual_seed(0)
+    for seed in range(5):  # on the square image a try rarely fits by rounding: the fallback is the same box
+        box = random_resized_crop_box(width, height, scale, ratio, random.Random(seed))
+        assert box == torchvision_box(width, height, scale, ratio)
+
+
+def test_the_fallback_comes_after_ten_tries_as_torchvisions():
+    # The tries use up the sample's generator: the flip and lighting draws that follow depend on their count.
+    rng, expected = random.Random(0), random.Random(0)
+    random_resized_crop_box(100, 1000, (0.9, 1.0), (3 / 4, 4 / 3), rng)
+    for _ in range(10):
+        expected.uniform(0.9, 1.0), expected.uniform(math.log(3 / 4), math.log(4 / 3))
+    assert rng.getstate() == expected.getstate()
+
+
+def test_a_narrow_crop_is_decoded_at_least_the_output_size_across(monkeypatch):
+    from fishnet_train.data import transforms
+    resized, real = [], transforms.resize
+
+    def recording_resize(image, height, width):
+        resized.append(tuple(image.shape))
+        return real(image, height, width)
+
+    monkeypatch.setattr(transforms, "resize", recording_resize)
+    # The whole-height 240 x 480 box of a 640 x 480 image: reduced by 2 (not by 4, as its height alone allows).
+    TrainTransform(64, (1.0, 1.0), (0.5, 0.5), hflip=False, lighting=0.0, decode="reduced")(
+        jpeg_image(640, 480), random.Random(0))
+    assert resized == [(3, 240, 120)]
+
+
+@pytest.mark.parametrize("region", [False, True])
+def test_region_decoding_asks_for_the_crops_rectangle_only_when_on(region, monkeypatch):
+    from fishnet_train.data import images
+    asked = []
+
+    def refusing_decode_box(data, box, reduction, fast):
+        asked.append(box)
+        raise ValueError("refused: the whole image decodes instead")  # the same pixels, wherever the binding is
+
+    monkeypatch.setattr(images, "region_decoding_available", lambda: True)
+    monkeypatch.setattr(images, "decode_box", refusing_decode_box)
+    transform = TrainTransform(32, (0.08, 1.0), (3 / 4, 4 / 3), hflip=False, lighting=0.0, region=region)
+    transform(jpeg_image(300, 200), random.Random(4))
+    box = random_resized_crop_box(300, 200, (0.08, 1.0), (3 / 4, 4 / 3), random.Random(4))
+    assert asked == ([box] if region else [])
+
+
+class FixedDraws(random.Random):
+    """A generator whose random() always returns ``value`` (integers still come from the twister)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_the_flip_is_drawn_as_torchvisions_rand_below_one_half():
+    img = pil_to_tensor(photo(32, 32))
+    tf = TrainTransform(32, (1.0, 1.0), (1.0, 1.0), hflip=True, lighting=0.0)
+    plain = img.permute(1, 2, 0)
+    assert torch.equal(tf(img, FixedDraws(0.5 - 2 ** -53))[0], plain.flip(1))
+    assert torch.equal(tf(img, FixedDraws(0.5))[0], plain)
+
+
+@pytest.mark.parametrize("lighting", [0.0, 0.1])
+def test_the_lighting_alpha_has_one_draw_per_pca_component_and_none_when_off(lighting):
+    img = pil_to_tensor(photo(64, 48))
+    rng, expected = random.Random(2), random.Random(2)
+    _, alpha = TrainTransform(32, (0.5, 1.0), (3 / 4, 4 / 3), hflip=True, lighting=lighting)(img, rng)
+    assert alpha.shape == (3,)
+    # Off, the generator is left where the flip left it: the policy's seed drawn next is the same either way.
+    random_resized_crop_box(64, 48, (0.5, 1.0), (3 / 4, 4 / 3), expected)
+    expected.random()
+    for _ in range(3 if lighting else 0):
+        expected.gauss(0.0, lighting)
+    assert rng.getstate() == expected.getstate()
