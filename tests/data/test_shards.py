@@ -1,6 +1,7 @@
 """Tar shards made from an ImageFolder: the same samples, the same bytes, readable by standard tools."""
 import os
 import re
+import resource
 import subprocess
 import sys
 import tarfile
@@ -178,7 +179,7 @@ def test_a_truncated_or_vanished_shard_is_a_user_error_not_a_skipped_image(shard
     split = read_shard_split(str(dst), "train")
     with open(split.shard_files[0], "r+b") as f:
         f.truncate(int(split.samples.offset[3]))
-    with pytest.raises(UserError, match="shorter than its index says"):
+    with pytest.raises(UserError, match=r"shorter than its index says: a truncated copy\? copy the shards again$"):
         ImageFolderDataset(split, ValTransform(32, 32), train=False)[5]
     val = read_shard_split(str(dst), "val")
     os.remove(val.shard_files[0])
@@ -205,3 +206,30 @@ def test_an_interrupted_packing_leaves_no_index_pointing_at_new_bytes(shards):
     assert not os.path.exists(dst / "train-index.npz")
     with pytest.raises(UserError, match="train-index.npz not found"):
         read_shard_splits(str(dst))
+
+
+def test_a_sample_is_located_by_its_shard_member_and_a_renamed_one_by_the_path_it_was_packed_from(tmp_path):
+    src = write_image_folder(tmp_path / "src", classes=2, train_per_class=2, val_per_class=1, size=32)
+    (src / "train" / "class_1" / "img_1.jpg").rename(src / "train" / "class_1" / "img.1.JPEG")
+    write_shards(str(src), str(tmp_path / "dst"), shard_mb=1, progress=lambda *a: None)
+    split = read_shard_split(str(tmp_path / "dst"), "train")
+    shard = tmp_path / "dst" / "train-000000.tar"
+    where = {split.samples.name(i): split.location(i) for i in range(len(split))}
+    assert where["class_0/img_0.jpg"] == f"{shard}:class_0/img_0.jpg"
+    assert where["class_1/img.1.JPEG"] == f"{shard}:class_1/img_1.jpeg (packed from train/class_1/img.1.JPEG)"
+    folder = find_split(str(src), "train")
+    assert [folder.location(i) for i in range(len(folder))] == folder.paths()
+
+
+def test_reading_a_shard_again_reuses_its_open_file(shards):
+    split = read_shard_split(str(shards[1]), "train")
+    split.read(0)
+    fd = split._open[int(split.samples.shard[0])]
+    split.read(1)
+    assert split._open == {int(split.samples.shard[1]): fd} and split.samples.shard[1] == split.samples.shard[0]
+
+
+@pytest.mark.parametrize("soft, cap", [(1024, 256), (40, 16), (resource.RLIM_INFINITY, 16384)])
+def test_a_split_keeps_a_quarter_of_the_descriptor_limit_open_and_at_least_16(monkeypatch, soft, cap):
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (soft, resource.RLIM_INFINITY))
+    assert index.open_shard_limit() == cap
