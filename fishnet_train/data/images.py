@@ -62,15 +62,16 @@ def jpeg_frame(data: memoryview | bytes) -> tuple[int, int, int] | None:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB: alpha composited over white, 16-bit grey scaled (not clipped) to 8 bits."""
-    if img.mode == "RGB":
+    """8-bit RGB: alpha (or a PNG's transparent colour key) composited over white, 16-bit grey scaled
+    (not clipped) to 8 bits."""
+    if img.mode == "RGB" and "transparency" not in img.info:
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # Pillow's own I->L conversion clips at 255, turning 16-bit scans white.
         arr = np.asarray(img, dtype=np.float64)
         scale = 257.0 if arr.max(initial=0) > 255 else 1.0
         img = Image.fromarray(np.clip(arr / scale, 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)

@@ -225,6 +225,15 @@ def test_the_transparent_palette_entry_becomes_white():
     assert rgb_of(img).tolist() == [[[200, 10, 20], [255, 255, 255], [0, 0, 0]]]
 
 
+@pytest.mark.parametrize("mode, key", [("RGB", (0, 0, 0)), ("L", 0)])
+def test_a_colour_keyed_transparent_png_pixel_becomes_white_as_a_transparent_palette_entry_does(mode, key):
+    img = Image.new(mode, (2, 1))
+    img.putpixel((1, 0), (200, 10, 20) if mode == "RGB" else 90)
+    pixels = decode_rgb(encoded(img, "PNG", transparency=key))
+    assert pixels[:, 0, 0].tolist() == [255, 255, 255]
+    assert pixels[:, 0, 1].tolist() == ([200, 10, 20] if mode == "RGB" else [90, 90, 90])
+
+
 @pytest.mark.parametrize("mode, opaque, clear", [
     ("RGBA", (200, 10, 20, 255), (200, 10, 20, 0)),
     ("LA", (90, 255), (90, 0)),
