@@ -1,6 +1,8 @@
 """Preemption: SIGTERM, SIGUSR1 (SLURM's usual warning) or SIGUSR2 (submitit's) ask the run to stop
 and save: after the current training step, within a batch of validation, or between pieces of the
-work before training (staging, indexing, the scan)."""
+work before training (staging, indexing, the scan). Ctrl-C (SIGINT) interrupts where it lands, as
+Python's own handler does; one that Python dropped (raised in a finalizer) is raised again at the next
+step or validation batch."""
 from __future__ import annotations
 
 import signal
@@ -30,12 +32,15 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.interrupted = False  # Ctrl-C came (SIGINT)
         self._previous: dict[int, Any] = {}  # what signal.signal returned: a handler, SIG_DFL or SIG_IGN
 
     def install(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
     def uninstall(self) -> None:
@@ -45,6 +50,21 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def raise_if_interrupted(self) -> None:
+        """KeyboardInterrupt again after a Ctrl-C that did not end the run: one raised while Python ran a
+        finalizer (a ``__del__``, a generator closed by the collector) is printed and dropped."""
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+    def stopping(self) -> bool:
+        """Whether a stop signal came, asked between pieces of work (a dropped Ctrl-C is raised here)."""
+        self.raise_if_interrupted()
+        return self.requested
 
     @property
     def requested(self) -> bool:

@@ -96,6 +96,8 @@ def train_one_epoch(
     bar = reporter.bar(range(p.epoch_step, loop.steps_per_epoch), loop.steps_per_epoch - p.epoch_step,
                        f"epoch {p.epoch + 1}/{loop.epochs}")
     for _ in bar:
+        if stop is not None:
+            stop.raise_if_interrupted()
         lr = parts.schedule(p.step)
         set_lr(parts.optimizer, lr)
         before = time.perf_counter()

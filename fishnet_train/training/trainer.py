@@ -241,7 +241,7 @@ def validate(run: Run, model: FishNet, desc: str = "val", stop: StopRequest | No
     bar = run.reporter.bar(run.data.val_loader, len(run.data.val_loader), desc)
     with out_of_memory_hint(eval_memory_message(run.data.val_loader.batch_size or 1)):
         return evaluate(fuse_for_inference(model), bar, run.data.preprocess, model.num_classes, run.info.device,
-                        run.loop.amp, stopping=(lambda: stop.requested) if stop is not None else None)
+                        run.loop.amp, stopping=stop.stopping if stop is not None else None)
 
 
 def epoch_record(p: Progress, stats: EpochStats, val: EvalResult | None, seconds: float, skipped: int) -> dict:

@@ -129,6 +129,16 @@ def test_a_stop_signal_saves_after_the_current_step_then_raises_preempted():
     assert saved == [1]
 
 
+def test_a_ctrl_c_that_python_dropped_interrupts_before_the_next_step_without_saving():
+    stop = StopRequest()
+    stop.interrupted = True  # its handler ran, but the KeyboardInterrupt was dropped in a finalizer
+    p, saved = parts(), []
+    weights = p.model.stem.conv1.weight.detach().clone()
+    with pytest.raises(KeyboardInterrupt):
+        train_one_epoch(p, batches(), Progress(), loop(), stop=stop, save=lambda: saved.append(1))
+    assert saved == [] and torch.equal(p.model.stem.conv1.weight, weights)
+
+
 def test_checkpoint_every_steps_saves_within_the_epoch_not_at_its_end():
     saved = []
     progress = Progress()
