@@ -37,7 +37,7 @@ MODULES: dict[str, list[str]] = {
     "data/transforms": ["tests/data/test_transforms.py", "tests/data/test_augment.py"],
     "apps/evaluator": ["tests/apps/test_evaluator.py"],
     "apps/predictor": ["tests/apps/test_predictor.py"],
-    "apps/exporter": ["tests/apps/test_exporter.py"],
+    "apps/exporter": ["tests/apps/test_exporter.py", "tests/apps/test_exporter_steps.py"],
     # hubconf.py itself cannot be mutated usefully: torch.hub imports it as a module named "hubconf.py",
     # which mutmut's switch does not recognise. Its three entries call models/hub.py, checked here.
     "models/hub": ["tests/models/test_hub.py"],
