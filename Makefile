@@ -34,7 +34,7 @@ docs: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not slurm" tests
 
-# The slow tests alone (about 9 minutes); CI runs them after make test.
+# The slow tests alone (about 20 minutes on 2 cores); CI runs them after make test.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow and not slurm" tests
 

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Module (relative to fishnet_train/) -> the tests that are its own.
 MODULES: dict[str, list[str]] = {
     "training/checkpoint": ["tests/training/test_checkpoint.py"],
-    "training/loop": ["tests/training/test_loop.py"],
+    "training/loop": ["tests/training/test_loop.py", "tests/training/test_loop_reports.py",
+                      "tests/training/test_loop_steps.py"],
     "training/trainer": ["tests/training/test_trainer.py", "tests/training/test_trainer_resume.py"],
     "data/samplers": ["tests/data/test_samplers.py"],
     "data/index": ["tests/data/test_index.py", "tests/data/test_shards.py", "tests/data/test_datasets.py"],
