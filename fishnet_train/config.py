@@ -143,6 +143,20 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    # where rank 0 sends the run's figures, several at once: any of tensorboard | mlflow | wandb; [] = none
+    loggers: tuple[str, ...] = ("tensorboard",)
+    every_steps: int = 50  # loss, lr and images/s every this many optimizer steps (a fixed step interval)
+    run: str = "same"  # same: go on with the tracked run the run directory or checkpoint names | new: start one
+    upload_best: bool = False  # mlflow, wandb: best.pt as an artifact of the tracked run when training finishes
+    mlflow_uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else MLflow's default; passwords: environment only
+    mlflow_experiment: str = "fishnet-train"  # created if missing
+    wandb_project: str = "fishnet-train"
+    wandb_entity: Optional[str] = None  # null: the API key's default entity
+    wandb_mode: str = "online"  # online | offline (offline: files under <run dir>/wandb for `wandb sync`)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """``fishnet-train``: every key below. The groups (``model=``, ``data=``, ``optim=``, ``schedule=``) and the
     ``experiment=`` presets set several at once (see Groups and presets)."""
@@ -153,6 +167,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,8 @@ class EvalConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=100, workers=4))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalOptions = field(default_factory=EvalOptions)
+    # loggers=[mlflow|wandb]: the results go to the tracked run the checkpoint names (tracking.run=same) or a new one
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(loggers=()))
 
 
 @dataclass(frozen=True)

@@ -6,32 +6,36 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from .tracking import Trackers
 
 log = logging.getLogger("fishnet_train")
 
 
 class Reporter:
-    """Progress bars, the log, ``metrics.jsonl`` and TensorBoard, written by rank 0 only.
+    """Progress bars, the log, ``metrics.jsonl`` and the trackers (TensorBoard, MLflow, W&B: ``track``),
+    written by rank 0 only.
 
     On other ranks every method is a no-op, so callers never test the rank themselves.
     """
 
-    def __init__(self, run_dir: str | None, active: bool, tensorboard: bool = True,
-                 line_every: tuple[int, float] = (100, 60.0), terminal: bool | None = None) -> None:
+    def __init__(self, run_dir: str | None, active: bool, line_every: tuple[int, float] = (100, 60.0),
+                 terminal: bool | None = None) -> None:
         self.active = active and run_dir is not None
         self.run_dir = run_dir or ""
         # Bars where a person watches a terminal; in files (SLURM's output, CI, a redirect) a
         # carriage-return bar is one endless line, so there: a plain line every N steps or seconds.
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.line_every = line_every
-        self.writer = None
-        if self.active and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+        self.trackers: Trackers | None = None
 
-            self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
+    def track(self, trackers: Trackers) -> None:
+        """Send the run's figures to ``trackers`` from now on (rank 0 opens them; other ranks never do)."""
+        self.trackers = trackers
 
     def info(self, message: str) -> None:
         if self.active:
@@ -48,20 +52,25 @@ class Reporter:
             return ProgressLines(iterable, total, desc, *self.line_every)
         return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False, file=sys.stderr)
 
-    def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(prefix + key, value, step)
+    def scalars(self, values: dict[str, float], step: int, series: str = "step") -> None:
+        """Points of ``step`` for the trackers; ``series`` (step, epoch, eval) groups what a resume compares."""
+        if self.trackers is not None:
+            self.trackers.log(series, step, values)
+
+    def tracking_record(self) -> dict[str, Any]:
+        """The tracked runs' ids and marks, for the checkpoint."""
+        return self.trackers.record() if self.trackers is not None else {}
 
     def epoch_metrics(self, record: dict[str, Any]) -> None:
-        """One line of ``metrics.jsonl`` per epoch, flushed at once, and its numbers in TensorBoard."""
+        """One line of ``metrics.jsonl`` per epoch, flushed at once, and its numbers for the trackers, at the
+        epoch's last step (``epoch/epoch`` says which epoch it is)."""
         if not self.active:
             return
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
-        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")}
-        self.scalars(numbers, record["epoch"], prefix="epoch/")
+        numbers = {f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        self.scalars(numbers, record["step"], series="epoch")
 
     def keep_epochs(self, last_epoch: int) -> None:
         """Drop the ``metrics.jsonl`` lines of epochs after ``last_epoch`` (a resumed run redoes
@@ -80,11 +89,13 @@ class Reporter:
             with open(os.path.join(self.run_dir, name), "w") as f:
                 f.write(text)
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-            self.writer = None
+    def close(self, outcome: str = "finished", summary: dict[str, str] | None = None,
+              artifact: str | None = None) -> None:
+        """End the tracked runs with ``outcome`` (finished, stopped, interrupted, failed), ``summary`` (the
+        checkpoints' paths) and, if asked, ``artifact`` uploaded."""
+        if self.trackers is not None:
+            self.trackers.finish(outcome, summary or {}, artifact)
+            self.trackers = None
 
 
 def _epoch_of(line: str) -> float:

@@ -11,10 +11,11 @@ import math
 from typing import Any, Iterable, NoReturn, Optional, Sequence
 
 from .config import (
-    DataConfig, ExportConfig, LossConfig, ModelConfig, OptimConfig, Options, ScheduleConfig, TrainConfig,
+    DataConfig, EvalConfig, ExportConfig, LossConfig, ModelConfig, OptimConfig, Options, ScheduleConfig, TrainConfig,
     TrainerConfig,
 )
 from .errors import UserError
+from .tracking.checks import check_tracking
 MIN_INPUT_SIZE = 32  # models.fishnet.MIN_INPUT_SIZE (a test checks); here so that checks need no torch
 MAX_INPUT_SIZE = 8192  # beyond any image a FishNet is trained on; torch's resize overflows far above it
 MAX_SEED = 2**63 - 1
@@ -32,6 +33,8 @@ def check_options(options: Options, world_size: Optional[int] = None) -> None:
     check_data(options.data, val_sizes=train)
     if not isinstance(options, ExportConfig):
         check_trainer(options.trainer)
+    if isinstance(options, (TrainConfig, EvalConfig)):
+        check_tracking(options.tracking)
     if isinstance(options, TrainConfig):
         check_optim(options.optim)
         check_schedule(options.schedule, options.optim, options.trainer.epochs, options.data.batch_size)

@@ -9,7 +9,7 @@ from .training.test_loop import batches, loop, parts
 
 
 def test_where_stderr_is_a_file_progress_is_a_plain_line_every_n_steps(tmp_path, caplog):
-    reporter = Reporter(str(tmp_path), active=True, tensorboard=False, line_every=(2, 3600.0), terminal=False)
+    reporter = Reporter(str(tmp_path), active=True, line_every=(2, 3600.0), terminal=False)
     with caplog.at_level("INFO"):
         train_one_epoch(parts(steps=5), batches(n=5), Progress(), loop(steps_per_epoch=5), reporter=reporter)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1  ")]
@@ -28,12 +28,12 @@ def test_a_line_is_also_due_after_the_interval_in_seconds(caplog):
 
 
 def test_a_terminal_gets_a_bar(tmp_path):
-    bar = Reporter(str(tmp_path), active=True, tensorboard=False, terminal=True).bar(range(3), 3, "epoch 1/1")
+    bar = Reporter(str(tmp_path), active=True, terminal=True).bar(range(3), 3, "epoch 1/1")
     assert hasattr(bar, "set_postfix") and not isinstance(bar, ProgressLines)
 
 
 def test_a_resume_drops_the_metrics_lines_of_epochs_after_its_checkpoint(tmp_path):
-    reporter = Reporter(str(tmp_path), active=True, tensorboard=False)
+    reporter = Reporter(str(tmp_path), active=True)
     for epoch in (1, 2, 3):
         reporter.epoch_metrics({"epoch": epoch, "step": epoch * 10, "train_loss": 1.0})
     reporter.keep_epochs(2)  # the checkpoint is epoch 2's end: epoch 3 is trained, and written, again
@@ -42,6 +42,6 @@ def test_a_resume_drops_the_metrics_lines_of_epochs_after_its_checkpoint(tmp_pat
 
 
 def test_other_ranks_leave_the_metrics_alone(tmp_path):
-    Reporter(str(tmp_path), active=True, tensorboard=False).epoch_metrics({"epoch": 1, "step": 1})
-    Reporter(str(tmp_path), active=False, tensorboard=False).keep_epochs(0)
+    Reporter(str(tmp_path), active=True).epoch_metrics({"epoch": 1, "step": 1})
+    Reporter(str(tmp_path), active=False).keep_epochs(0)
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1

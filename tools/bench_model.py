@@ -215,7 +215,7 @@ def bench_trainer(name: str, batch: int, size: int, steps: int, rounds: int) -> 
             optimizer.zero_grad(set_to_none=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        reporter = Reporter(tmp, active=True)  # progress bar and TensorBoard, as in training
+        reporter = Reporter(tmp, active=True)  # the progress bar, as in training
         stop = StopRequest()
 
         def trainer_epoch():

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from fishnet_train.models import create_model, list_models
+from fishnet_train.models.complexity import multiply_accumulates
 
 
 def stage_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
@@ -39,9 +39,8 @@ def main() -> None:
         model = create_model(args.model, num_classes=args.classes).eval()
         x = torch.empty(1, 3, *args.size)
     params = sum(p.numel() for p in model.parameters())
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    print(f"{args.model}: {params:,} parameters, {counter.get_total_flops() / 2e9:.3f} GMACs at "
+    macs = multiply_accumulates(args.model, args.classes, tuple(args.size))
+    print(f"{args.model}: {params:,} parameters, {macs / 1e9:.3f} GMACs at "
           f"{args.size[0]}x{args.size[1]} ({args.classes} classes)")
     for name, shape in stage_shapes(model, x):
         print(f"  {name:<11} {shape}")

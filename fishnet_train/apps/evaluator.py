@@ -25,6 +25,7 @@ from ..training.evaluate import EvalResult, evaluate
 from ..training.guards import eval_memory_message, out_of_memory_hint
 from ..validation import check_options
 from .eval_labels import read_class_subset, read_real_labels, real_label_sets, real_top1, subset_outputs
+from .eval_tracking import results_summary, track_results
 from .trained_model import build_trained_model, check_same_classes, inference_data, load_checkpoint
 
 
@@ -56,7 +57,8 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         shutdown()
         raise
     run_dir = broadcast_object(run_dir)
-    reporter = Reporter(run_dir, info.is_main, tensorboard=False)
+    reporter = Reporter(run_dir, info.is_main)
+    outcome = "failed"
     try:
         # As the trainer sets up its processes, so that figures and speed match its validation.
         reporter.info(configure_process(settings_for(options.trainer, info.rank, info.device)))
@@ -81,9 +83,12 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
             write_outputs(options, run_dir, ckpt.arch, split.classes, split.paths(), result, extra)
         reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
                       f"loss {result.loss:.4f}" + (f"  ReaL top1 {extra['real_top1']:.2f}" if real else ""))
+        figures = {"top1": result.top1, "top5": result.top5, "loss": result.loss, "images": result.images, **extra}
+        track_results(options, run_dir, ckpt, figures, reporter)
+        outcome = "finished"
         return result
     finally:
-        reporter.close()
+        reporter.close(outcome, results_summary(options))
         shutdown()
 
 

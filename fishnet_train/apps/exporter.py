@@ -42,7 +42,7 @@ def run_export(options: ExportConfig, run_dir: str, overridden: Iterable[str] = 
     and compared with the PyTorch model, and only then renamed into place (removed if it fails)."""
     check_options(options)
     check_export_inputs(options)
-    reporter = Reporter(run_dir, True, tensorboard=False)
+    reporter = Reporter(run_dir, True)
     ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
     data = inference_data(options.data, ckpt, set(overridden))
     model = build_trained_model(ckpt, options.model.num_classes)

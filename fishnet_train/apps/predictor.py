@@ -54,7 +54,7 @@ def run_predict(options: PredictConfig, run_dir: str, overridden: Iterable[str] 
     check_options(options)
     paths = check_predict_inputs(options)
     device = resolve_device(options.trainer.device)
-    reporter = Reporter(run_dir, True, tensorboard=False)
+    reporter = Reporter(run_dir, True)
     reporter.info(configure_process(settings_for(options.trainer, 0, device)))
     ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
     data = inference_data(options.data, ckpt, set(overridden))

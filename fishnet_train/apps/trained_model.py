@@ -30,6 +30,8 @@ class LoadedCheckpoint:
     data: dict[str, Any]  # the evaluation transform it was trained with (empty for released files)
     classes: list[str] | None  # the class folders it was trained on (None: released files)
     arch_given: bool = False  # ``arch`` is model.name's, not the file's
+    tracking: dict[str, Any] = dataclasses.field(default_factory=dict)  # the training run's tracked runs
+    step: int = 0  # the optimizer steps it was trained for (0: not this project's training checkpoint)
 
 
 def load_checkpoint(path: str, arch: str | None, ema: bool = False) -> LoadedCheckpoint:
@@ -55,7 +57,13 @@ def load_checkpoint(path: str, arch: str | None, ema: bool = False) -> LoadedChe
     num_classes = state[CLASSIFIER_PREFIX + "weight"].shape[0]
     if classes is not None and len(classes) != num_classes:
         raise CheckpointError(f"{path} lists {len(classes)} class names for a classifier of {num_classes} classes")
-    return LoadedCheckpoint(path, arch, num_classes, state, data, classes, arch_given)
+    tracking: dict[str, Any] = {}
+    step = 0
+    if raw.get("format") == FORMAT:
+        tracked = raw.get("tracking")
+        tracking = tracked if isinstance(tracked, dict) else {}
+        step = int(raw.get("progress", {}).get("step", 0))
+    return LoadedCheckpoint(path, arch, num_classes, state, data, classes, arch_given, tracking, step)
 
 
 def inference_data(data: DataConfig, ckpt: LoadedCheckpoint, overridden: set[str]) -> DataConfig:

@@ -137,8 +137,10 @@ def training_state(
     classes: list[str],
     world_size: int,
     ema: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict; ``rng_states`` holds one entry per rank, ``ema`` is ``WeightAverage.state()``."""
+    """The checkpoint dict; ``rng_states`` holds one entry per rank, ``ema`` is ``WeightAverage.state()``,
+    ``tracking`` the tracked runs' ids and marks (``tracking.json``)."""
     return {
         "format": FORMAT,
         "arch": arch,
@@ -151,6 +153,7 @@ def training_state(
         "config": config,
         "rng": rng_states,
         "world_size": world_size,
+        "tracking": tracking or {},
         **(ema or {"model_ema": None, "ema_updates": 0}),
     }
 

@@ -43,6 +43,7 @@ class LoopOptions:
     checkpoint_every_steps: int = 0
     seed: int = 0  # the run's: with the step and micro-batch, it seeds the batch augmentations
     rank: int = 0
+    track_every_steps: int = 50  # the trackers' per-step points: loss, lr, images/s
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,9 @@ def train_one_epoch(
         if after_step is not None:
             after_step(p)
         if p.step % 10 == 0 or bar_wants_line(bar):
-            show_progress(bar, reporter, p.step, outcome.loss, lr, epoch.rate(loop.global_batch), epoch.wait_share())
+            show_progress(bar, p.step, outcome.loss, lr, epoch.rate(loop.global_batch), epoch.wait_share())
+        if p.step % loop.track_every_steps == 0:
+            track_step(reporter, p.step, outcome.loss, lr, epoch.interval_rate(loop.global_batch))
         save_if_due(p, loop, outcome.stop, epoch.carry, save)
     epoch.carry()
     return epoch.stats(lr, loop.global_batch, skipped)
@@ -141,6 +144,7 @@ class EpochAccount:
         self.loss_sum = torch.zeros((), device=device)
         self.started, self.waited = time.perf_counter(), 0.0
         self.steps = 0
+        self.interval_start = (self.started, progress.epoch_step)
         self._carried = (progress.epoch_loss_sum, progress.epoch_seconds, progress.epoch_data_wait)
 
     def add(self, loss: torch.Tensor | None) -> None:
@@ -151,6 +155,12 @@ class EpochAccount:
     def rate(self, global_batch: int) -> float:
         seconds = self._carried[1] + time.perf_counter() - self.started
         return self.p.epoch_step * global_batch / max(seconds, 1e-9)
+
+    def interval_rate(self, global_batch: int) -> float:
+        """Images per second since the last call (or since this process began the epoch)."""
+        now, (since, first_step) = time.perf_counter(), self.interval_start
+        self.interval_start = (now, self.p.epoch_step)
+        return (self.p.epoch_step - first_step) * global_batch / max(now - since, 1e-9)
 
     def wait_share(self) -> float:
         seconds = self._carried[1] + time.perf_counter() - self.started
@@ -174,14 +184,23 @@ def bar_wants_line(bar: Iterable) -> bool:
     return bool(getattr(bar, "line_due", False))
 
 
-def show_progress(bar: Iterable, reporter: Reporter, step: int, loss: torch.Tensor | None, lr: float, rate: float,
+def show_progress(bar: Iterable, step: int, loss: torch.Tensor | None, lr: float, rate: float,
                   data_wait: float) -> None:
-    """The bar's postfix and TensorBoard's step curves, on rank 0 (reading the loss syncs the device)."""
+    """The bar's postfix, on rank 0 (reading the loss syncs the device)."""
     if hasattr(bar, "set_postfix"):
         value = loss.item() if loss is not None else float("nan")
         bar.set_postfix(step=step, loss=f"{value:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}",
                         data_wait=f"{100 * data_wait:.0f}%")
-        reporter.scalars({"train/loss": value, "train/lr": lr}, step)
+
+
+def track_step(reporter: Reporter, step: int, loss: torch.Tensor | None, lr: float, rate: float) -> None:
+    """The trackers' per-step points, every ``track_every_steps`` steps whatever the time (rank 0 only: the
+    loss is read, and the device synced, only where someone logs it). A skipped step has no loss point."""
+    if reporter.active:
+        values = {"train/lr": lr, "train/images_per_sec": rate}
+        if loss is not None:
+            values["train/loss"] = loss.item()
+        reporter.scalars(values, step)
 
 
 def save_if_due(p: Progress, loop: LoopOptions, stopping: bool, carry: Callable[[], None],

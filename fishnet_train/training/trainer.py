@@ -16,7 +16,7 @@ from ..data.augment import BatchAugment
 from ..data.indexing import index_data
 from ..data.restart_markers import region_decoding_notes
 from ..data.transforms import progressive_crop
-from ..errors import UserError, naming_option
+from ..errors import naming_option
 from ..inference import fuse_for_inference
 from ..models import FishNet
 from ..processes.distributed import (
@@ -31,15 +31,14 @@ from .build import (
     TrainData, build_data, build_model, build_schedule, check_inputs, effective_amp, load_pretrained,
     resolve_lr, resolve_num_classes,
 )
-from .checkpoint import (
-    Progress, check_same_optimizer, copy_atomic, keep_epoch_checkpoint, load_training_state, restore_training_state,
-    resume_path, rng_state, save_atomic, training_state,
-)
+from .checkpoint import Progress, copy_atomic, keep_epoch_checkpoint, rng_state, save_atomic, training_state
 from .ema import WeightAverage
 from .evaluate import EvalResult, EvaluationStopped, evaluate
 from .guards import eval_memory_message, out_of_memory_hint
 from .loop import EpochStats, LoopOptions, StepHook, StepParts, train_one_epoch
 from .optim import build_optimizer
+from .resume import resume
+from .tracked import checkpoint_summary, run_outcome, start_tracking
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,7 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
     stop = StopRequest().install()
     reporter: Reporter | None = None
     together = False  # whether every rank ends here at once (then they wait for each other)
+    ended: BaseException | None = None  # what ended the run, for the trackers
     try:
         check_options(options, info.world_size)
         check_inputs(options)  # before anything is written or indexed
@@ -77,23 +77,27 @@ def train(options: TrainConfig, run_dir: str, after_step: StepHook | None = None
         record = fit(prepare(options, run_dir, info, reporter, stop), stop, after_step)
         together = True
         return record
-    except Preempted:
-        together = True
+    except Preempted as e:
+        together, ended = True, e
         end_together(watch)
         handler = stop.previous_handler()
         stop.uninstall()
         if callable(handler):  # e.g. submitit's, which requeues the job
             handler(stop.signum, None)
         raise
-    except Exception as e:
-        if watch is not None:
+    except BaseException as e:
+        ended = e
+        if watch is not None and isinstance(e, Exception):
             watch.stop()  # this rank reports for itself
             fail_together(info, e)
         raise
     finally:
         stop.uninstall()
         if reporter is not None:
-            reporter.close()
+            outcome = run_outcome(ended)
+            summary, artifact = checkpoint_summary(os.path.join(run_dir, "checkpoints"),
+                                                   options.tracking.upload_best, outcome)
+            reporter.close(outcome, summary, artifact)
         if together:
             end_together(watch)
         elif watch is not None and watch.running:  # Ctrl-C, SystemExit: every rank leaves on its own
@@ -123,16 +127,19 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     schedule = build_schedule(options.optim, options.schedule, steps, t.epochs)
     ema = build_ema(options.model, model, schedule.warmup_steps)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    progress = resume(t.resume, ckpt_dir, model, optimizer, options.optim.name, scaler, ema, info, reporter)
+    progress, tracked = resume(t.resume, ckpt_dir, model, optimizer, options.optim.name, scaler, ema, info, reporter)
     augment = BatchAugment(d.random_erase, d.mixup_alpha, d.cutmix_alpha, num_classes)
     parts = StepParts(model, step_model(model, info, t.compile), optimizer, scaler, schedule, data.preprocess,
                       info.device, augment if augment.active else None, ema)
     loop = LoopOptions(steps, t.epochs, d.batch_size, t.accum_steps, amp, d.lighting > 0, options.loss,
-                       t.clip_grad_norm, t.nan_policy, t.checkpoint_every_steps, t.seed, info.rank)
+                       t.clip_grad_norm, t.nan_policy, t.checkpoint_every_steps, t.seed, info.rank,
+                       options.tracking.every_steps)
     reporter.write_text("config.yaml", OmegaConf.to_yaml(to_plain(options)))
-    reporter.info(f"{options.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-                  f"{num_classes} classes, {info.world_size} process(es) on {info.device.type}, "
-                  f"{steps} steps per epoch")
+    parameters = sum(p.numel() for p in model.parameters())
+    reporter.info(f"{options.model.name}: {parameters:,} parameters, {num_classes} classes, {info.world_size} "
+                  f"process(es) on {info.device.type}, {steps} steps per epoch")
+    facts = {"num_classes": num_classes, "processes": info.world_size, "parameters": parameters}
+    start_tracking(options, run_dir, reporter, tracked, progress.step, facts)
     return Run(options, info, reporter, parts, loop, data, ckpt_dir, progress)
 
 
@@ -158,29 +165,6 @@ def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, repo
     elif t.sync_bn and info.distributed:
         model = cast(FishNet, nn.SyncBatchNorm.convert_sync_batchnorm(model))  # converts the BNs in place
     return model.to(info.device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
-
-
-def resume(resume_option: str | None, ckpt_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-           optimizer_name: str, scaler: torch.amp.GradScaler, ema: WeightAverage | None, info: DistInfo,
-           reporter: Reporter) -> Progress:
-    """Load the state ``trainer.resume`` names into the parts; where the run stands."""
-    # Rank 0 decides, so that ranks which see other files never split into fresh and resumed ones.
-    path = broadcast_object(resume_path(resume_option, ckpt_dir) if info.is_main else None)
-    if not path:
-        return Progress()
-    if not os.path.isfile(path):
-        raise UserError(f"rank {info.rank} cannot see {path}, which rank 0 resumes from: put the run directory on "
-                        "a filesystem every node shares (hydra.run.dir=...)")
-    with naming_option("trainer.resume"):  # also when auto found the run's own last.pt
-        state = load_training_state(path)
-        check_same_optimizer(state, optimizer_name)
-        progress = restore_training_state(state, model, optimizer, scaler, info.rank, info.world_size, ema,
-                                          info.device)
-    if ema is not None and state.get("model_ema") is None:
-        reporter.warning(f"{path} has no EMA weights (model.ema_decay was off): the average starts now")
-    reporter.keep_epochs(progress.epoch)  # lines of epochs after the checkpoint are written again
-    reporter.info(f"resumed from {path} at epoch {progress.epoch + 1}, step {progress.epoch_step} of it")
-    return progress
 
 
 def step_model(model: nn.Module, info: DistInfo, compile: bool) -> nn.Module:
@@ -268,7 +252,8 @@ def save_checkpoint(run: Run, best: bool) -> None:
     model = run.parts.model
     ema = run.parts.ema.state() if run.parts.ema is not None else None
     state = training_state(model, run.parts.optimizer, run.parts.scaler, run.progress, to_plain(run.options), rngs,
-                           run.options.model.name, model.num_classes, run.data.classes, run.info.world_size, ema)
+                           run.options.model.name, model.num_classes, run.data.classes, run.info.world_size, ema,
+                           run.reporter.tracking_record())
     last = os.path.join(run.ckpt_dir, "last.pt")
     save_atomic(state, last)
     if best:

@@ -32,10 +32,10 @@ def _index_on_two_ranks(rank: int, root: str, cache: str, port: int, out: str) -
     try:
         data = DataConfig(root=root, batch_size=4, workers=0, index_cache=cache)
         info = DistInfo(rank, 2, rank, torch.device("cpu"))
-        train, val = index_data(data, info, os.path.dirname(cache), Reporter(os.path.dirname(cache), rank == 0, False))
+        train, val = index_data(data, info, os.path.dirname(cache), Reporter(os.path.dirname(cache), rank == 0))
         os.makedirs(os.path.join(root, "val", "class_9"), exist_ok=True)  # empty: rank 0 fails, both ranks raise
         try:
-            index_data(dataclasses.replace(data, index_cache=None), info, "", Reporter("", False, False))
+            index_data(dataclasses.replace(data, index_cache=None), info, "", Reporter("", False))
             error = None
         except UserError as e:
             error = str(e)
@@ -115,7 +115,7 @@ def test_an_unreadable_shard_met_by_the_scan_is_one_clear_error(jpeg_data_and_sh
         f.truncate(2048)
     data = DataConfig(root=str(copy), format="shards", batch_size=4, workers=0, scan=True)
     with pytest.raises(UserError, match="val-000000.tar is shorter than its index says"):
-        index_data(data, DistInfo(0, 1, 0, torch.device("cpu")), str(tmp_path), Reporter(str(tmp_path), True, False))
+        index_data(data, DistInfo(0, 1, 0, torch.device("cpu")), str(tmp_path), Reporter(str(tmp_path), True))
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_a_stop_signal_while_the_folders_are_walked_stops_before_the_index_cache
     monkeypatch.setattr(folders, "_class_files", walk_then_signal)
     with pytest.raises(Preempted, match="stopped by SIGTERM while indexing .*data, before training started"):
         index_data(DataConfig(root=str(root), batch_size=4, workers=0), DistInfo(), str(run_dir),
-                   Reporter(str(run_dir), True, False), stop_request)
+                   Reporter(str(run_dir), True), stop_request)
     assert os.listdir(run_dir) == []  # no data_index.npz, whole or partial
 
 
@@ -157,7 +157,7 @@ def test_a_stop_signal_during_the_scan_stops_it_with_loader_workers(tmp_path, mo
     monkeypatch.setattr(datasets._ScanDataset, "__getitem__", signal_at_the_first_file)
     data = DataConfig(root=str(root), batch_size=4, workers=2, index_cache=None, scan=True)
     with pytest.raises(Preempted, match=r"stopped by SIGTERM while scanning the data \(data.scan=true\)"):
-        index_data(data, DistInfo(), str(tmp_path), Reporter(str(tmp_path), True, False), stop_request)
+        index_data(data, DistInfo(), str(tmp_path), Reporter(str(tmp_path), True), stop_request)
 
 
 def _stop_on_one_rank(rank: int, root: str, shards: str, port: int, out: str) -> None:
@@ -165,7 +165,7 @@ def _stop_on_one_rank(rank: int, root: str, shards: str, port: int, out: str) ->
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))  # a rank left waiting fails, not hangs
     try:
-        info, reporter = DistInfo(rank, 2, rank, torch.device("cpu")), Reporter("", False, False)
+        info, reporter = DistInfo(rank, 2, rank, torch.device("cpu")), Reporter("", False)
 
         def stop_on(stopping_rank: int) -> StopRequest:
             stop = StopRequest()

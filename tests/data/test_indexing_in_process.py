@@ -27,7 +27,7 @@ def _folder(tmp_path, train_per_class=2, val_per_class=1):
 
 
 def _index(data, run_dir, stop=None):
-    return index_data(data, DistInfo(), str(run_dir), Reporter(str(run_dir), True, False), stop)
+    return index_data(data, DistInfo(), str(run_dir), Reporter(str(run_dir), True), stop)
 
 
 def _stopped() -> StopRequest:

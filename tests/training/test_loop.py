@@ -113,7 +113,7 @@ def test_non_finite_loss_with_skip_drops_the_steps_and_warns(caplog, tmp_path):
     weights = copy.deepcopy(p.model.stem.conv1.weight.detach())
     with caplog.at_level("WARNING"):
         stats = train_one_epoch(p, batches(), Progress(), loop(nan_policy="skip"),
-                                reporter=Reporter(str(tmp_path), active=True, tensorboard=False))
+                                reporter=Reporter(str(tmp_path), active=True))
     assert torch.equal(p.model.stem.conv1.weight, weights)  # no step was taken
     assert stats.loss == 0.0 and stats.steps == 3
     assert sum("step skipped" in r.getMessage() for r in caplog.records) == 3
@@ -206,7 +206,7 @@ def test_an_fp16_run_with_nan_policy_skip_goes_on_and_warns_once_per_streak(capl
     with caplog.at_level("WARNING"):
         stats = train_one_epoch(_fp16_scaler_parts(poisoned=True), batches(n=steps, size=32, batch=2), Progress(),
                                 loop(steps_per_epoch=steps, global_batch=2, nan_policy="skip"),
-                                reporter=Reporter(str(tmp_path), active=True, tensorboard=False))
+                                reporter=Reporter(str(tmp_path), active=True))
     assert stats.steps == steps
     assert sum("has diverged" in r.getMessage() for r in caplog.records) == 2  # at 3 and at 6 skips in a row
 

@@ -1,4 +1,4 @@
-"""What an epoch shows while it trains (the bar, TensorBoard's step curves, its warnings) and the figures
+"""What an epoch shows while it trains (the bar, the trackers' step points, its warnings) and the figures
 it returns."""
 import dataclasses
 import time
@@ -43,8 +43,9 @@ class SlowBatches:
 
 
 class RecordingReporter(Reporter):
-    def __init__(self, bar=RecordingBar):
+    def __init__(self, bar=RecordingBar, active=True):
         super().__init__(None, active=False)
+        self.active = active  # rank 0's, without a run directory
         self.make_bar, self.bars, self.curves, self.warnings = bar, [], [], []
 
     def bar(self, iterable, total, desc):
@@ -52,22 +53,21 @@ class RecordingReporter(Reporter):
         self.bars.append((total, desc, bar))
         return bar
 
-    def scalars(self, values, step, prefix=""):
-        self.curves.append((step, prefix, dict(values)))
+    def scalars(self, values, step, series="step"):
+        self.curves.append((step, series, dict(values)))
 
     def warning(self, message):
         self.warnings.append(message)
 
 
-def test_every_tenth_step_shows_its_figures_on_the_bar_and_as_tensorboard_curves():
+def test_every_tenth_step_shows_its_figures_on_the_bar():
     p, reporter, progress = parts(steps=10), RecordingReporter(), Progress()
-    train_one_epoch(p, SlowBatches(0.02, n=10), progress, loop(steps_per_epoch=10, epochs=2, global_batch=400),
-                    reporter=reporter)
+    train_one_epoch(p, SlowBatches(0.02, n=10), progress, loop(steps_per_epoch=10, epochs=2, global_batch=400,
+                                                                track_every_steps=5), reporter=reporter)
     (total, desc, bar), = reporter.bars
     assert (total, desc) == (10, "epoch 1/2")
-    (shown,), ((step, prefix, curves),) = bar.postfixes, reporter.curves
-    assert (step, prefix, set(curves)) == (10, "", {"train/loss", "train/lr"})
-    assert curves["train/lr"] == p.schedule(9) and curves["train/loss"] > 0
+    (shown,) = bar.postfixes
+    curves = reporter.curves[-1][2]  # step 10's points, which the bar shows too
     assert shown["step"] == 10 and shown["loss"] == f"{curves['train/loss']:.3f}"
     assert shown["lr"] == f"{p.schedule(9):.4g}"
     # Shown at the epoch's last step: its rate and data wait are the epoch's.
@@ -85,11 +85,47 @@ def test_a_resumed_epoch_shows_the_rate_and_data_wait_of_all_of_it():
     assert shown["data_wait"] == "50%"
 
 
-def test_a_bar_whose_line_is_due_shows_every_step():
-    reporter = RecordingReporter(LineBar)
-    train_one_epoch(parts(), batches(), Progress(), loop(), reporter=reporter)
-    assert [shown["step"] for shown in reporter.bars[0][2].postfixes] == [1, 2, 3]
-    assert [step for step, *_ in reporter.curves] == [1, 2, 3]
+class SlowerBatches(SlowBatches):
+    """Batches whose loader slows down after the third: no wait, then ``wait`` seconds each."""
+
+    def __iter__(self):
+        for i, batch in enumerate(self.data):
+            time.sleep(self.wait if i >= 3 else 0)
+            yield batch
+
+
+def test_the_trackers_get_loss_lr_and_rate_every_track_every_steps_steps():
+    p, reporter, progress = parts(steps=7), RecordingReporter(), Progress()
+    train_one_epoch(p, SlowerBatches(0.5, n=7), progress, loop(steps_per_epoch=7, global_batch=400,
+                                                                track_every_steps=3), reporter=reporter)
+    assert [(step, series) for step, series, _ in reporter.curves] == [(3, "step"), (6, "step")]
+    for step, _, values in reporter.curves:
+        assert set(values) == {"train/loss", "train/lr", "train/images_per_sec"}
+        assert values["train/lr"] == p.schedule(step - 1) and values["train/loss"] > 0
+    # Step 6's rate is that of steps 4-6 alone, each with its 0.5 s wait: under 1,200 images in 1.5 s.
+    first, second = (values["train/images_per_sec"] for *_, values in reporter.curves)
+    assert second < 1200 / 1.5 < first
+
+
+def test_the_trackers_points_follow_the_step_count_not_the_clock():
+    reporter = RecordingReporter(LineBar)  # a line is due at every step: the bar shows each
+    train_one_epoch(parts(steps=4), batches(n=4), Progress(step=10), loop(steps_per_epoch=4, track_every_steps=2),
+                    reporter=reporter)
+    assert [shown["step"] for shown in reporter.bars[0][2].postfixes] == [11, 12, 13, 14]
+    assert [step for step, *_ in reporter.curves] == [12, 14]  # the run's step, not the epoch's
+
+
+def test_only_rank_0_reads_the_loss_for_the_trackers():
+    reporter = RecordingReporter(active=False)
+    train_one_epoch(parts(), batches(), Progress(), loop(track_every_steps=1), reporter=reporter)
+    assert reporter.curves == []
+
+
+def test_a_skipped_step_has_no_loss_point():
+    reporter = RecordingReporter()
+    train_one_epoch(_poisoned(parts()), batches(), Progress(), loop(nan_policy="skip", track_every_steps=1),
+                    reporter=reporter)
+    assert [set(values) for *_, values in reporter.curves] == [{"train/lr", "train/images_per_sec"}] * 3
 
 
 def test_a_resumed_epoch_counts_its_bar_from_where_it_stopped():

@@ -340,7 +340,7 @@ def prepared(image_folder, tmp_path, monkeypatch):
 
     def prepare(*overrides):
         run_dir = str(tmp_path / f"run{len(runs)}")
-        reporter = Reporter(run_dir, True, tensorboard=False)
+        reporter = Reporter(run_dir, True)
         runs.append(trainer.prepare(tiny_options(image_folder, *overrides), run_dir, DistInfo(), reporter))
         reporter.close()
         return runs[-1]

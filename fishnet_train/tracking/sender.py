@@ -1,0 +1,139 @@
+"""A remote tracker's calls made off the training thread, in order: a server that is slow, down or gone
+costs the training loop nothing; what it cannot take yet is kept and sent again, and what is still unsent
+when the run ends is dropped after a bounded wait, each with one warning."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+MAX_QUEUED = 100_000  # calls; at the default interval that is millions of steps of a server being down
+RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries of a failing call
+CLOSE_SECONDS = 30.0  # how long the end of a run waits for a tracker to take what is left
+
+
+class Backend(Protocol):
+    """One tracker's client: ``start`` opens (or reopens) the tracked run and returns its id."""
+
+    name: str
+    stores_on_return: bool  # whether a call that returned has stored its points (not merely queued them)
+
+    def start(self, params: dict[str, str]) -> str: ...
+
+    def log(self, step: int, values: dict[str, float], timestamp: float) -> None: ...
+
+    def finish(self, outcome: str, summary: dict[str, str], artifact: str | None) -> None: ...
+
+
+@dataclass
+class Call:
+    kind: str  # start | log | finish
+    args: tuple = ()
+    series: str = ""  # log: which series the step belongs to
+    step: int = -1
+
+
+@dataclass
+class Marks:
+    """What the tracker has taken: its run id and the last step of each series."""
+
+    run_id: str | None = None
+    logged: dict[str, int] = field(default_factory=dict)
+
+
+class Sender:
+    def __init__(self, backend: Backend, marks: Marks, on_change: Callable[[], None],
+                 warn: Callable[[str], None]) -> None:
+        self.backend, self.marks, self.on_change, self.warn = backend, marks, on_change, warn
+        self.calls: queue.Queue[Call | None] = queue.Queue(MAX_QUEUED)
+        self.lock = threading.Lock()  # guards marks: the training thread copies them into checkpoints
+        self.closing = threading.Event()
+        self.deadline = float("inf")
+        self.failing, self.dropped = False, 0
+        self.thread = threading.Thread(target=self._run, name=f"fishnet-{backend.name}", daemon=True)
+        self.thread.start()
+
+    def start(self, params: dict[str, str]) -> None:
+        self._put(Call("start", (params,)))
+
+    def log(self, series: str, step: int, values: dict[str, float]) -> None:
+        """Points of a step the tracker has stored (a resumed run trains the steps after its checkpoint
+        again) are not sent twice; a tracker that may lose what it has taken gets them again."""
+        with self.lock:
+            if self.backend.stores_on_return and step <= self.marks.logged.get(series, -1):
+                return
+        self._put(Call("log", (step, values, time.time()), series, step))
+
+    def finish(self, outcome: str, summary: dict[str, str], artifact: str | None) -> None:
+        self._put(Call("finish", (outcome, summary, artifact)))
+
+    def close(self, seconds: float = CLOSE_SECONDS) -> None:
+        """Wait up to ``seconds`` for the calls left, then give up on them (the thread is a daemon)."""
+        self.deadline = time.monotonic() + seconds
+        self.closing.set()
+        try:
+            self.calls.put(None, timeout=seconds)
+        except queue.Full:
+            pass
+        self.thread.join(max(0.0, self.deadline - time.monotonic()) + 1.0)
+        left = self.calls.qsize() + (1 if self.thread.is_alive() else 0)
+        if self.dropped or left:
+            self.warn(f"{self.backend.name}: {self.dropped + left} call(s) not taken by the end of the run; "
+                      "they are lost (training itself is complete)")
+
+    def copy_marks(self) -> Marks:
+        with self.lock:
+            return Marks(self.marks.run_id, dict(self.marks.logged))
+
+    def _put(self, call: Call) -> None:
+        try:
+            self.calls.put_nowait(call)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1:
+                self.warn(f"{self.backend.name}: {MAX_QUEUED} calls wait for the tracker; later points are dropped")
+
+    def _run(self) -> None:
+        while True:
+            call = self.calls.get()
+            if call is None:
+                return
+            self._deliver(call)
+
+    def _deliver(self, call: Call) -> None:
+        wait = RETRY_SECONDS[0]
+        while True:
+            try:
+                result = getattr(self.backend, call.kind)(*call.args)
+                break
+            except Exception as e:  # any failure of the tracker's client: training must go on
+                if not self.failing:
+                    self.failing = True
+                    self.warn(f"{self.backend.name}: {_one_line(e)}; its points are kept and sent again when it "
+                              "answers (training goes on)")
+                if self.closing.is_set() and time.monotonic() >= self.deadline:
+                    self.dropped += 1
+                    return
+                self.closing.wait(min(wait, max(0.0, self.deadline - time.monotonic())))
+                wait = min(2 * wait, RETRY_SECONDS[1])
+        if self.failing:
+            self.failing = False
+            self.warn(f"{self.backend.name}: reachable again; the points kept meanwhile are sent")
+        self._advance(call, result)
+
+    def _advance(self, call: Call, result: Any) -> None:
+        with self.lock:
+            if call.kind == "start":
+                self.marks.run_id = result
+            elif call.kind == "log":
+                self.marks.logged[call.series] = max(call.step, self.marks.logged.get(call.series, -1))
+            else:
+                return
+        self.on_change()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
