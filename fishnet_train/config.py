@@ -151,7 +151,7 @@ class TrackingConfig:
     upload_best: bool = False  # mlflow, wandb: best.pt as an artifact of the tracked run when training finishes
     mlflow_uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else MLflow's default; passwords: environment only
     mlflow_experiment: str = "fishnet-train"  # created if missing
-    wandb_project: str = "fishnet-train"
+    wandb_project: str = "fishnet-train"  # the W&B project the runs go to
     wandb_entity: Optional[str] = None  # null: the API key's default entity
     wandb_mode: str = "online"  # online | offline (offline: files under <run dir>/wandb for `wandb sync`)
 

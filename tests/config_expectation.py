@@ -163,6 +163,16 @@ SHARED_RULES: dict[str, Rule] = {
     "trainer.host_allocator": one_of("keep_freed", "system"),
     "trainer.log_every_steps": POSITIVE,
     "trainer.log_every_seconds": POSITIVE,
+    # The fuzzer draws TensorBoard alone (MLflow and W&B have their own tests): no logger twice, none unknown.
+    "tracking.loggers": lambda v: len(set(v)) == len(v) and set(v) <= {"tensorboard"},
+    "tracking.every_steps": interval(1),
+    "tracking.run": one_of("same", "new"),
+    "tracking.upload_best": anything,
+    "tracking.mlflow_uri": lambda v: v is None or "@" not in v,  # a password in it is refused
+    "tracking.mlflow_experiment": lambda v: bool(v.strip()),
+    "tracking.wandb_project": lambda v: bool(v.strip()),
+    "tracking.wandb_entity": anything,
+    "tracking.wandb_mode": one_of("online", "offline"),
 }
 
 # fishnet-train on the base run: a FishNet-99, batch 6 of 12 images at 32 px, a one-epoch cosine schedule

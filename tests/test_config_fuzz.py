@@ -70,6 +70,13 @@ SPECIAL = {  # keys whose useful values are few (the documented choices and one 
     "trainer.nan_policy": ["stop", "skip", "ignore"],
     "trainer.host_allocator": ["keep_freed", "system", "jemalloc"],
     "eval.tta": ["none", "flip", "mirror"],
+    "tracking.loggers": ["[]", "[tensorboard]", "[tensorboard,tensorboard]", "[comet]", "tensorboard"],
+    "tracking.run": ["same", "new", "old"],
+    "tracking.mlflow_uri": ["null", "http://127.0.0.1:9", "http://ana:pw@127.0.0.1:9"],
+    "tracking.mlflow_experiment": ["fishnet-train", "' '"],
+    "tracking.wandb_project": ["fishnet-train", "''"],
+    "tracking.wandb_entity": ["null", "team"],
+    "tracking.wandb_mode": ["online", "offline", "disabled"],
 }
 # Keys that name a file or folder: the fixtures' real ones (fuzz_paths) and ones missing or of the wrong kind.
 PATHS = {

@@ -5,6 +5,7 @@
     python tools/benchmark.py trainer --model fishnet99 --batch 16 --size 224 --json OUT
     python tools/benchmark.py index --samples 1281167 --workers 4 --json OUT
     python tools/benchmark.py decoders --root DIR --json OUT
+    python tools/benchmark.py tracking --model fishnet99 --batch 16 --size 224 --json OUT
     python tools/benchmark.py all --root DIR --json OUT
 
 ``data``: images/s of ONE process on ONE thread over DIR's ImageFolder splits, for what the
@@ -16,7 +17,9 @@ allocator setting is process-wide), started together; their rounds alternate.
 ``trainer``: the trainer loop on in-memory batches against the bare model step.
 ``index``: loader workers' private memory over a full pass of a synthetic index (no files), the
 flat index against a list of tuples. ``decoders``: the JPEG decoders installed here, full size
-and DCT-scaled, on DIR's files. Every JSON names the machine (``machine``).
+and DCT-scaled, on DIR's files. ``tracking``: the training thread's cost of TensorBoard, MLflow (a local
+server it starts) and W&B (offline) at once, per logging call and on the trainer's loop logging every step,
+against no tracker; the cost at ``--every`` (the default interval, 50). Every JSON names the machine.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from bench_decoders import bench_decoders  # noqa: E402
 from bench_index import bench_index  # noqa: E402
 from bench_machine import machine_info  # noqa: E402
 from bench_model import bench_model, bench_trainer  # noqa: E402
+from bench_tracking import bench_tracking  # noqa: E402
 
 
 def print_table(title: str, rows: dict) -> None:
@@ -54,7 +58,7 @@ def _number(value: object) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("data", "model", "trainer", "index", "decoders", "all"))
+    parser.add_argument("what", choices=("data", "model", "trainer", "index", "decoders", "tracking", "all"))
     parser.add_argument("--root", help="ImageFolder root (with train/ and/or val/) for the data benchmark")
     parser.add_argument("--limit", type=int, default=None, help="use at most N images")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
@@ -64,6 +68,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--samples", type=int, default=1281167, help="index: synthetic samples (ImageNet's train)")
     parser.add_argument("--workers", type=int, default=4, help="index: loader workers")
+    parser.add_argument("--every", type=int, default=50, help="tracking: the interval to state the cost at")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--skip-data", action="store_true", help="with 'all': skip the data benchmark")
     parser.add_argument("--compiled", action="store_true",
@@ -90,6 +95,9 @@ def main() -> None:
     if args.what in ("trainer", "all"):
         results["trainer"] = bench_trainer(args.model, args.batch, args.size, args.steps, args.rounds)
         print_table("trainer loop vs bare step, images/s", results["trainer"])
+    if args.what == "tracking":
+        results["tracking"] = bench_tracking(args.model, args.batch, args.size, args.steps, args.rounds, args.every)
+        print_table("tracking: the training thread's cost", results["tracking"])
     out = {**results[args.what], "machine": results["machine"]} if args.what != "all" else results
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

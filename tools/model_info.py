@@ -39,7 +39,7 @@ def main() -> None:
         model = create_model(args.model, num_classes=args.classes).eval()
         x = torch.empty(1, 3, *args.size)
     params = sum(p.numel() for p in model.parameters())
-    macs = multiply_accumulates(args.model, args.classes, tuple(args.size))
+    macs = multiply_accumulates(model, tuple(args.size))
     print(f"{args.model}: {params:,} parameters, {macs / 1e9:.3f} GMACs at "
           f"{args.size[0]}x{args.size[1]} ({args.classes} classes)")
     for name, shape in stage_shapes(model, x):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from torch import nn
+
 from ..config import TrainConfig, to_plain
 from ..models.complexity import multiply_accumulates
 from ..reporting import Reporter
@@ -12,20 +14,20 @@ from ..tracking import flat_parameters, open_trackers
 
 
 def start_tracking(options: TrainConfig, run_dir: str, reporter: Reporter, saved: dict[str, Any] | None,
-                   resumed_step: int, facts: dict[str, Any]) -> None:
+                   resumed_step: int, model: nn.Module, facts: dict[str, Any]) -> None:
     """Open the configured loggers on rank 0 (``reporter.active``) and send them the run's parameters.
 
     ``saved``: the resumed checkpoint's tracking record ({} where ``trainer.resume=auto`` found none; None
     for ``trainer.resume=null``, a fresh start, whose tracked runs are new). ``facts``: what the config does
-    not say (the classes, the processes, the parameter count).
+    not say (the classes, the processes, the parameter count); ``model``'s multiply-accumulates are counted
+    on one image at ``data.train_crop``.
     """
     if not reporter.active or not options.tracking.loggers:
         return
     trackers = open_trackers(options.tracking, run_dir, os.path.basename(os.path.normpath(run_dir)),
                              resumed_step, saved, reporter.warning)
     crop = options.data.train_crop
-    model = options.model.name or ""
-    macs = multiply_accumulates(model, facts["num_classes"], (crop, crop))
+    macs = multiply_accumulates(model, (crop, crop))
     params = {**flat_parameters(to_plain(options)), **{f"run.{k}": str(v) for k, v in facts.items()},
               "run.macs": str(macs)}
     trackers.start(params)

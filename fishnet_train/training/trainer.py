@@ -139,7 +139,7 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     reporter.info(f"{options.model.name}: {parameters:,} parameters, {num_classes} classes, {info.world_size} "
                   f"process(es) on {info.device.type}, {steps} steps per epoch")
     facts = {"num_classes": num_classes, "processes": info.world_size, "parameters": parameters}
-    start_tracking(options, run_dir, reporter, tracked, progress.step, facts)
+    start_tracking(options, run_dir, reporter, tracked, progress.step, model, facts)
     return Run(options, info, reporter, parts, loop, data, ckpt_dir, progress)
 
 

@@ -87,7 +87,8 @@ def test_what_a_tracker_that_never_answers_has_not_taken_is_dropped_at_the_end_w
     sender.close(seconds=0.5)
     assert time.perf_counter() - began < 3
     assert tracker.taken == []
-    assert len(warnings) == 2 and warnings[1].startswith("tracker: ") and "not taken by the end of the run" in warnings[1]
+    assert len(warnings) == 2 and warnings[1].startswith("tracker: ")
+    assert "not taken by the end of the run" in warnings[1]
 
 
 def test_steps_the_tracker_already_has_are_not_sent_again_per_series():

@@ -129,8 +129,8 @@ def test_no_credential_reaches_the_run_directory_or_the_tracker(interrupted_run,
                 assert secret.encode() not in content, path
     assert SECRETS["MLFLOW_TRACKING_PASSWORD"] not in err
     run = server.only_run()
-    assert not any(SECRETS["MLFLOW_TRACKING_PASSWORD"] in v for v in [*run.data.params.values(),
-                                                                        *run.data.tags.values()])
+    recorded = [*run.data.params.values(), *run.data.tags.values()]
+    assert not any(SECRETS["MLFLOW_TRACKING_PASSWORD"] in value for value in recorded)
 
 
 def test_fishnet_eval_adds_its_results_to_the_training_runs_mlflow_run(interrupted_run, server, data, tmp_path):

@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from fishnet_train.models import create_model
+from fishnet_train.models.complexity import multiply_accumulates
 from fishnet_train.training.trainer import train
 
 from ..conftest import write_image_folder
@@ -57,4 +59,6 @@ def test_a_crashed_and_resumed_run_continues_one_wandb_run_each_step_once(data, 
     assert second["summary"]["checkpoint.last"] == str(tmp_path / "checkpoints" / "last.pt")
     config = second["config"]
     assert config["model.name"] == "fishnet99" and config["trainer.log_every_steps"] == "7"
-    assert int(config["run.parameters"]) > 10**6 and int(config["run.macs"]) > 10**6
+    model = create_model("fishnet99", num_classes=3)
+    assert int(config["run.parameters"]) == sum(p.numel() for p in model.parameters())
+    assert int(config["run.macs"]) == multiply_accumulates(model, (32, 32))  # at the demo's 32 px crop

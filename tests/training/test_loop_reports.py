@@ -62,8 +62,8 @@ class RecordingReporter(Reporter):
 
 def test_every_tenth_step_shows_its_figures_on_the_bar():
     p, reporter, progress = parts(steps=10), RecordingReporter(), Progress()
-    train_one_epoch(p, SlowBatches(0.02, n=10), progress, loop(steps_per_epoch=10, epochs=2, global_batch=400,
-                                                                track_every_steps=5), reporter=reporter)
+    options = loop(steps_per_epoch=10, epochs=2, global_batch=400, track_every_steps=5)
+    train_one_epoch(p, SlowBatches(0.02, n=10), progress, options, reporter=reporter)
     (total, desc, bar), = reporter.bars
     assert (total, desc) == (10, "epoch 1/2")
     (shown,) = bar.postfixes
@@ -96,8 +96,8 @@ class SlowerBatches(SlowBatches):
 
 def test_the_trackers_get_loss_lr_and_rate_every_track_every_steps_steps():
     p, reporter, progress = parts(steps=7), RecordingReporter(), Progress()
-    train_one_epoch(p, SlowerBatches(0.5, n=7), progress, loop(steps_per_epoch=7, global_batch=400,
-                                                                track_every_steps=3), reporter=reporter)
+    options = loop(steps_per_epoch=7, global_batch=400, track_every_steps=3)
+    train_one_epoch(p, SlowerBatches(0.5, n=7), progress, options, reporter=reporter)
     assert [(step, series) for step, series, _ in reporter.curves] == [(3, "step"), (6, "step")]
     for step, _, values in reporter.curves:
         assert set(values) == {"train/loss", "train/lr", "train/images_per_sec"}
