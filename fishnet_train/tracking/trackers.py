@@ -53,8 +53,10 @@ class Trackers:
         self.senders = {}
 
     def _save(self) -> None:
-        with self.lock:
-            write_record(self.run_dir, self.record())
+        """``tracking.json``, where there is a remote tracker (TensorBoard's files are their own record)."""
+        if self.senders:
+            with self.lock:
+                write_record(self.run_dir, self.record())
 
 
 def open_trackers(options: TrackingConfig, run_dir: str, run_name: str, resumed_step: int,

@@ -24,3 +24,13 @@ def test_the_count_grows_with_the_image_as_convolutions_do():
     model = FishNet(**TINY_FISHNET, num_classes=3)
     small, large = multiply_accumulates(model, (64, 64)), multiply_accumulates(model, (128, 128))
     assert 3.9 < large / small < 4.0  # the convolutions scale with the area; the classifier does not
+
+
+def test_the_count_is_torchs_flop_counter_halved():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = FishNet(**TINY_FISHNET, num_classes=5, drop_rate=0.1).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 96, 64))
+    assert multiply_accumulates(model, (96, 64)) == counter.get_total_flops() // 2
+    assert not model._forward_hooks and not any(m._forward_hooks for m in model.modules())  # the hooks are gone

@@ -66,3 +66,17 @@ def test_model_and_trainer_benchmarks_on_a_tiny_input(tmp_path):
     assert model["infer_max_abs_diff"] < 1e-2
     assert model["peak_mb"]["plain"] > 0 and model["peak_mb"]["grad_checkpointing"] > 0
     assert 0 < figures["trainer"]["images_per_sec"]["trainer"]
+
+
+@pytest.mark.slow  # about 40 s: it starts an MLflow server
+def test_tracking_benchmark_measures_every_tracker_against_none(tmp_path):
+    out = tmp_path / "tracking.json"
+    result = run_tool("tools/benchmark.py", "tracking", "--model", "fishnet99", "--batch", "2", "--size", "32",
+                      "--steps", "3", "--rounds", "1", "--every", "50", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert figures["loggers"] == ["tensorboard", "mlflow", "wandb"]
+    assert figures["per_call_ms"] > 0 and figures["every"] == 50
+    assert figures["images_per_sec"]["none"] > 0 and figures["images_per_sec"]["every_step"] > 0
+    step_ms = 1e3 * 2 / figures["images_per_sec"]["none"]
+    assert figures["overhead_at_default"] == pytest.approx(figures["per_call_ms"] / (50 * step_ms))

@@ -69,9 +69,9 @@ def interrupted_run(data, server, tmp_path_factory):
     assert signal_after(start(data, run_dir, server), run_dir, 5, signal.SIGKILL)[0] == -signal.SIGKILL
     code, err = signal_after(start(data, run_dir, server), run_dir, 10, signal.SIGTERM)
     assert code == 75, err[-3000:]
-    changed = "trainer.log_every_steps=7"
+    changed = "trainer.log_every_steps=7"  # and, last, tracking.upload_best=true
     assert signal_after(start(data, run_dir, server, changed), run_dir, 15, signal.SIGKILL)[0] == -signal.SIGKILL
-    last = start(data, run_dir, server, changed)
+    last = start(data, run_dir, server, changed, "tracking.upload_best=true")
     _, err = last.communicate(timeout=600)
     assert last.returncode == 0, err[-3000:]
     return run_dir, err
@@ -85,6 +85,9 @@ def test_mlflow_holds_one_run_with_every_step_once_and_its_outcome(interrupted_r
     assert run.data.params["trainer.log_every_steps"] == "100"  # as first logged: parameters cannot change
     assert run.data.tags["changed.trainer.log_every_steps"] == "100 -> 7"
     assert run.data.tags["checkpoint.best"] == str(run_dir / "checkpoints" / "best.pt")
+    (artifact,) = server.client().list_artifacts(run.info.run_id, "checkpoints")
+    assert artifact.path == "checkpoints/best.pt"
+    assert artifact.file_size == (run_dir / "checkpoints" / "best.pt").stat().st_size
     for metric in ("train/loss", "train/lr", "train/images_per_sec"):
         assert [step for step, _ in server.series(run.info.run_id, metric)] == list(range(1, STEPS + 1)), metric
     assert server.series(run.info.run_id, "epoch/epoch") == [(8, 1.0), (16, 2.0), (24, 3.0)]
