@@ -185,7 +185,8 @@ class EvalConfig:
     """``fishnet-eval checkpoint=FILE data.root=DIR``: the published protocol. The model, and for this project's
     checkpoints the evaluation sizes, come from the checkpoint unless set here. Of the shared keys it reads
     ``data.*``, ``model=NAME`` (or ``model.name``), ``model.num_classes``, ``model.use_ema`` and
-    ``trainer.device|devices|amp|channels_last|compile|seed|deterministic|host_allocator``."""
+    ``trainer.device|devices|amp|channels_last|compile|seed|deterministic|host_allocator``; ``tracking.*`` sends its
+    results to the training run's tracked run (none by default)."""
 
     checkpoint: str = MISSING  # this project's checkpoint or a released one
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name=None, num_classes=None))

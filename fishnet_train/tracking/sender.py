@@ -11,7 +11,6 @@ from typing import Any, Callable, Protocol
 
 MAX_QUEUED = 100_000  # calls; at the default interval that is millions of steps of a server being down
 RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between tries of a failing call
-CLOSE_SECONDS = 30.0  # how long the end of a run waits for a tracker to take what is left
 
 
 class Backend(Protocol):
@@ -69,7 +68,7 @@ class Sender:
     def finish(self, outcome: str, summary: dict[str, str], artifact: str | None) -> None:
         self._put(Call("finish", (outcome, summary, artifact)))
 
-    def close(self, seconds: float = CLOSE_SECONDS) -> None:
+    def close(self, seconds: float) -> None:
         """Wait up to ``seconds`` for the calls left, then give up on them (the thread is a daemon)."""
         self.deadline = time.monotonic() + seconds
         self.closing.set()

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from ..config import TrackingConfig
 from .record import read_record, runs_to_continue, write_record
 from .sender import Backend, Marks, Sender
 from .tensorboard_writer import TensorBoardWriter
+
+# How long the end of a run waits, in all, for the remote trackers to take what is left. A stopped run
+# (exit 75) waits less: a cluster's grace after its stop signal (KillWait, often 30 s) also covers the save.
+CLOSE_SECONDS = 30.0
+STOPPED_CLOSE_SECONDS = 10.0
 
 
 class Trackers:
@@ -47,8 +53,9 @@ class Trackers:
             self.tensorboard = None
         for sender in self.senders.values():
             sender.finish(outcome, summary, artifact)
+        deadline = time.monotonic() + (STOPPED_CLOSE_SECONDS if outcome == "stopped" else CLOSE_SECONDS)
         for sender in self.senders.values():
-            sender.close()
+            sender.close(max(0.0, deadline - time.monotonic()))
         self._save()
         self.senders = {}
 
