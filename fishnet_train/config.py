@@ -147,7 +147,6 @@ class TrackingConfig:
     # where rank 0 sends the run's figures, several at once: any of tensorboard | mlflow | wandb; [] = none
     loggers: tuple[str, ...] = ("tensorboard",)
     every_steps: int = 50  # loss, lr and images/s every this many optimizer steps (a fixed step interval)
-    run: str = "same"  # same: go on with the tracked run the run directory or checkpoint names | new: start one
     upload_best: bool = False  # mlflow, wandb: best.pt as an artifact of the tracked run when training finishes
     mlflow_uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else MLflow's default; passwords: environment only
     mlflow_experiment: str = "fishnet-train"  # created if missing
@@ -178,6 +177,9 @@ class EvalOptions:
     # a file of class folder names (wnids), one per line: the 1000-way logits restricted to them (ImageNet-A/R)
     class_subset: Optional[str] = None
     tta: str = "none"  # none | flip: flip averages the logits of the image and its mirror (not the paper's protocol)
+    # with tracking.loggers: same = add the results to the tracked run of the training run that wrote the
+    # checkpoint | new = a tracked run of their own (always for released checkpoints)
+    tracked_run: str = "same"
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ class EvalConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=100, workers=4))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalOptions = field(default_factory=EvalOptions)
-    # loggers=[mlflow|wandb]: the results go to the tracked run the checkpoint names (tracking.run=same) or a new one
+    # loggers=[mlflow|wandb]: the results go to the tracked run the checkpoint names (eval.tracked_run) or a new one
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(loggers=()))
 
 

@@ -57,6 +57,10 @@ class Reporter:
         if self.trackers is not None:
             self.trackers.log(series, step, values)
 
+    def flush_tracking(self) -> None:
+        if self.trackers is not None:
+            self.trackers.flush()
+
     def tracking_record(self) -> dict[str, Any]:
         """The tracked runs' ids and marks, for the checkpoint."""
         return self.trackers.record() if self.trackers is not None else {}

@@ -23,6 +23,7 @@ def check_use_options(options: Union[EvalConfig, PredictConfig, ExportConfig]) -
 
 def check_eval(e: EvalOptions) -> None:
     check_choice("eval.tta", e.tta, ("none", "flip"))
+    check_choice("eval.tracked_run", e.tracked_run, ("same", "new"))
     if e.real_labels and e.class_subset:
         fail("eval.real_labels scores the 1000-class ImageNet val set; it cannot go with eval.class_subset")
 

@@ -166,7 +166,6 @@ SHARED_RULES: dict[str, Rule] = {
     # The fuzzer draws TensorBoard alone (MLflow and W&B have their own tests): no logger twice, none unknown.
     "tracking.loggers": lambda v: len(set(v)) == len(v) and set(v) <= {"tensorboard"},
     "tracking.every_steps": interval(1),
-    "tracking.run": one_of("same", "new"),
     "tracking.upload_best": anything,
     "tracking.mlflow_uri": lambda v: v is None or "@" not in v,  # a password in it is refused
     "tracking.mlflow_experiment": lambda v: bool(v.strip()),
@@ -241,6 +240,7 @@ EVAL_RULES: dict[str, Rule] = {
     "eval.real_labels": one_of(None),  # ReaL labels need ImageNet's 1000 val classes
     "eval.class_subset": one_of(None, "<class_subset>"),
     "eval.tta": one_of("none", "flip"),
+    "eval.tracked_run": one_of("same", "new"),
 }
 
 

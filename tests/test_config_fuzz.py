@@ -71,7 +71,7 @@ SPECIAL = {  # keys whose useful values are few (the documented choices and one 
     "trainer.host_allocator": ["keep_freed", "system", "jemalloc"],
     "eval.tta": ["none", "flip", "mirror"],
     "tracking.loggers": ["[]", "[tensorboard]", "[tensorboard,tensorboard]", "[comet]", "tensorboard"],
-    "tracking.run": ["same", "new", "old"],
+    "eval.tracked_run": ["same", "new", "old"],
     "tracking.mlflow_uri": ["null", "http://127.0.0.1:9", "http://ana:pw@127.0.0.1:9"],
     "tracking.mlflow_experiment": ["fishnet-train", "' '"],
     "tracking.wandb_project": ["fishnet-train", "''"],

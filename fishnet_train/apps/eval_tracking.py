@@ -1,5 +1,5 @@
 """fishnet-eval's results for the trackers (``tracking.loggers``): added to the tracked run of the training
-run that wrote the checkpoint (``tracking.run=same``, the default), or as a tracked run of their own."""
+run that wrote the checkpoint (``eval.tracked_run=same``, the default), or as a tracked run of their own."""
 from __future__ import annotations
 
 import os
@@ -18,7 +18,7 @@ def track_results(options: EvalConfig, run_dir: str, ckpt: LoadedCheckpoint, fig
     t = options.tracking
     if not reporter.active or not t.loggers:
         return
-    same = t.run == "same" and bool(ckpt.tracking)
+    same = options.eval.tracked_run == "same" and bool(ckpt.tracking)
     trackers = open_trackers(t, run_dir, os.path.basename(os.path.normpath(run_dir)), ckpt.step,
                              ckpt.tracking if same else None, reporter.warning, adding=same)
     trackers.start({} if same else flat_parameters(to_plain(options)))

@@ -20,8 +20,6 @@ def check_tracking(t: TrackingConfig) -> None:
         raise UserError(f"tracking.loggers={list(t.loggers)} names a logger twice; name each once")
     if t.every_steps < 1:
         raise UserError(f"tracking.every_steps must be a positive number of steps, got {t.every_steps}")
-    if t.run not in ("same", "new"):
-        raise UserError(f"tracking.run={t.run!r} is not one of same, new")
     if t.wandb_mode not in ("online", "offline"):
         raise UserError(f"tracking.wandb_mode={t.wandb_mode!r} is not one of online, offline")
     names = (("tracking.mlflow_experiment", t.mlflow_experiment), ("tracking.wandb_project", t.wandb_project))

@@ -1,9 +1,11 @@
 """A remote tracker's calls made off the training thread, in order: a server that is slow, down or gone
 costs the training loop nothing; what it cannot take yet is kept and sent again, and what is still unsent
-when the run ends is dropped after a bounded wait, each with one warning."""
+when the run ends is dropped after a bounded wait, each with one warning. A tracker that refuses a call for
+good (a bad address, a run that is gone, no permission) is given up for the run, with one warning."""
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ class Backend(Protocol):
     def log(self, step: int, values: dict[str, float], timestamp: float) -> None: ...
 
     def finish(self, outcome: str, summary: dict[str, str], artifact: str | None) -> None: ...
+
+    def refused_for_good(self, error: Exception) -> bool: ...
 
 
 @dataclass
@@ -47,10 +51,11 @@ class Sender:
                  warn: Callable[[str], None]) -> None:
         self.backend, self.marks, self.on_change, self.warn = backend, marks, on_change, warn
         self.calls: queue.Queue[Call | None] = queue.Queue(MAX_QUEUED)
-        self.lock = threading.Lock()  # guards marks: the training thread copies them into checkpoints
-        self.closing = threading.Event()
+        self.lock = threading.Lock()  # guards marks and counts: the training thread reads them too
+        self.wakeup = threading.Event()  # the end of the run: try a failing call once more at once
         self.deadline = float("inf")
-        self.failing, self.dropped = False, 0
+        self.failing = self.given_up = self.unrecorded = False
+        self.dropped = 0
         self.thread = threading.Thread(target=self._run, name=f"fishnet-{backend.name}", daemon=True)
         self.thread.start()
 
@@ -71,16 +76,18 @@ class Sender:
     def close(self, seconds: float) -> None:
         """Wait up to ``seconds`` for the calls left, then give up on them (the thread is a daemon)."""
         self.deadline = time.monotonic() + seconds
-        self.closing.set()
+        self.wakeup.set()
         try:
             self.calls.put(None, timeout=seconds)
         except queue.Full:
             pass
-        self.thread.join(max(0.0, self.deadline - time.monotonic()) + 1.0)
+        self.thread.join(max(0.0, self.deadline - time.monotonic()) + 0.1)
         left = self.calls.qsize() + (1 if self.thread.is_alive() else 0)
-        if self.dropped or left:
-            self.warn(f"{self.backend.name}: {self.dropped + left} call(s) not taken by the end of the run; "
-                      "they are lost (training itself is complete)")
+        with self.lock:
+            lost = self.dropped + left
+        if lost and not self.given_up:
+            self.warn(f"{self.backend.name}: {lost} call(s) not taken by the end of the run; they are lost "
+                      "(training itself is complete)")
 
     def copy_marks(self) -> Marks:
         with self.lock:
@@ -90,8 +97,10 @@ class Sender:
         try:
             self.calls.put_nowait(call)
         except queue.Full:
-            self.dropped += 1
-            if self.dropped == 1:
+            with self.lock:
+                self.dropped += 1
+                first = self.dropped == 1
+            if first:
                 self.warn(f"{self.backend.name}: {MAX_QUEUED} calls wait for the tracker; later points are dropped")
 
     def _run(self) -> None:
@@ -99,7 +108,8 @@ class Sender:
             call = self.calls.get()
             if call is None:
                 return
-            self._deliver(call)
+            if not self.given_up:
+                self._deliver(call)
 
     def _deliver(self, call: Call) -> None:
         wait = RETRY_SECONDS[0]
@@ -108,14 +118,21 @@ class Sender:
                 result = getattr(self.backend, call.kind)(*call.args)
                 break
             except Exception as e:  # any failure of the tracker's client: training must go on
+                if self.backend.refused_for_good(e):
+                    self.given_up = True
+                    self.warn(f"{self.backend.name}: {one_line(e)}; nothing more is sent to it in this run "
+                              "(training goes on)")
+                    return
                 if not self.failing:
                     self.failing = True
-                    self.warn(f"{self.backend.name}: {_one_line(e)}; its points are kept and sent again when it "
+                    self.warn(f"{self.backend.name}: {one_line(e)}; its points are kept and sent again when it "
                               "answers (training goes on)")
-                if self.closing.is_set() and time.monotonic() >= self.deadline:
-                    self.dropped += 1
+                if time.monotonic() >= self.deadline:
+                    with self.lock:
+                        self.dropped += 1
                     return
-                self.closing.wait(min(wait, max(0.0, self.deadline - time.monotonic())))
+                self.wakeup.wait(min(wait, max(0.0, self.deadline - time.monotonic())))
+                self.wakeup.clear()
                 wait = min(2 * wait, RETRY_SECONDS[1])
         if self.failing:
             self.failing = False
@@ -130,9 +147,17 @@ class Sender:
                 self.marks.logged[call.series] = max(call.step, self.marks.logged.get(call.series, -1))
             else:
                 return
-        self.on_change()
+        try:
+            self.on_change()
+        except OSError as e:  # tracking.json not written (a full disk): the tracker itself goes on
+            if not self.unrecorded:
+                self.unrecorded = True
+                self.warn(f"{self.backend.name}: could not record its progress in the run directory: {e}")
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """The error's first line, with any password or user in a URL it quotes masked (a tracker's address
+    from the environment may carry them)."""
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
+    head = f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
+    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", head)

@@ -14,6 +14,7 @@ from .tensorboard_writer import TensorBoardWriter
 # (exit 75) waits less: a cluster's grace after its stop signal (KillWait, often 30 s) also covers the save.
 CLOSE_SECONDS = 30.0
 STOPPED_CLOSE_SECONDS = 10.0
+UPLOAD_CLOSE_SECONDS = 600.0  # a finished run that uploads best.pt (tracking.upload_best): hundreds of MB
 
 
 class Trackers:
@@ -41,6 +42,12 @@ class Trackers:
         for sender in self.senders.values():
             sender.log(series, step, values)
 
+    def flush(self) -> None:
+        """What TensorBoard holds in memory to its files: before a checkpoint, so that a process killed after
+        it has written every point up to the checkpoint's step (the resumed run writes those after it)."""
+        if self.tensorboard is not None:
+            self.tensorboard.writer.flush()
+
     def record(self) -> dict[str, Any]:
         """The tracked runs and what each has taken: ``tracking.json``'s content, the checkpoint's copy."""
         current = {name: sender.copy_marks() for name, sender in self.senders.items()}
@@ -53,7 +60,8 @@ class Trackers:
             self.tensorboard = None
         for sender in self.senders.values():
             sender.finish(outcome, summary, artifact)
-        deadline = time.monotonic() + (STOPPED_CLOSE_SECONDS if outcome == "stopped" else CLOSE_SECONDS)
+        seconds = UPLOAD_CLOSE_SECONDS if artifact else STOPPED_CLOSE_SECONDS if outcome == "stopped" else CLOSE_SECONDS
+        deadline = time.monotonic() + seconds
         for sender in self.senders.values():
             sender.close(max(0.0, deadline - time.monotonic()))
         self._save()
@@ -68,13 +76,17 @@ class Trackers:
 
 def open_trackers(options: TrackingConfig, run_dir: str, run_name: str, resumed_step: int,
                   from_checkpoint: dict[str, Any] | None, warn: Callable[[str], None],
-                  adding: bool = False) -> Trackers:
-    """The configured loggers, going on with the tracked runs the run directory or checkpoint names
-    (``tracking.run=same``); ``from_checkpoint`` None: a fresh start, whose tracked runs are new.
-    ``adding``: results added to the tracked runs of a training run (fishnet-eval), whose status stays."""
-    fresh = options.run == "new" or from_checkpoint is None
-    known = {} if fresh else runs_to_continue(read_record(run_dir), from_checkpoint)
-    marks = {name: Marks(entry["run_id"], {k: int(v) for k, v in entry.get("logged", {}).items()})
+                  adding: bool = False, rewound: bool = False) -> Trackers:
+    """The configured loggers, going on with the tracked runs the run directory (``tracking.json``) or the
+    checkpoint (``from_checkpoint``) names; ``from_checkpoint`` None: new tracked runs.
+
+    ``rewound``: a run sent back to an earlier checkpoint on purpose (``trainer.resume=<file>``): the
+    steps after it are sent again even where the tracker has them. ``adding``: results added to the
+    tracked runs of a training run (fishnet-eval), whose status stays.
+    """
+    known = {} if from_checkpoint is None else runs_to_continue(read_record(run_dir), from_checkpoint)
+    marks = {name: Marks(entry["run_id"], {k: min(int(v), resumed_step) if rewound else int(v)
+                                           for k, v in entry.get("logged", {}).items()})
              for name, entry in known.items()}
     backends = [b for b in (_backend(name, options, run_dir, run_name, marks, adding) for name in options.loggers)
                 if b]

@@ -58,3 +58,9 @@ class WandbRun:
             model.add_file(artifact)
             self.run.log_artifact(model)
         self.run.finish(exit_code=0 if outcome == "finished" else 1)
+
+    def refused_for_good(self, error: Exception) -> bool:
+        """No API key, a bad setting or a refused login fail the same way again; the network may come back."""
+        import wandb
+
+        return isinstance(error, (wandb.errors.UsageError, wandb.errors.AuthenticationError))

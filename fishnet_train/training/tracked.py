@@ -11,6 +11,7 @@ from ..config import TrainConfig, to_plain
 from ..models.complexity import multiply_accumulates
 from ..reporting import Reporter
 from ..tracking import flat_parameters, open_trackers
+from .checkpoint import NO_RESUME
 
 
 def start_tracking(options: TrainConfig, run_dir: str, reporter: Reporter, saved: dict[str, Any] | None,
@@ -18,14 +19,19 @@ def start_tracking(options: TrainConfig, run_dir: str, reporter: Reporter, saved
     """Open the configured loggers on rank 0 (``reporter.active``) and send them the run's parameters.
 
     ``saved``: the resumed checkpoint's tracking record ({} where ``trainer.resume=auto`` found none; None
-    for ``trainer.resume=null``, a fresh start, whose tracked runs are new). ``facts``: what the config does
-    not say (the classes, the processes, the parameter count); ``model``'s multiply-accumulates are counted
-    on one image at ``data.train_crop``.
+    for ``trainer.resume=null``, a fresh start, whose tracked runs are new). A checkpoint of another run
+    directory (``trainer.resume=<file>``) starts a branch: new tracked runs, which its requeues go on with.
+    ``facts``: what the config does not say (the classes, the processes, the parameter count); ``model``'s
+    multiply-accumulates are counted on one image at ``data.train_crop``.
     """
     if not reporter.active or not options.tracking.loggers:
         return
+    chosen = options.trainer.resume
+    from_file = saved is not None and chosen not in NO_RESUME and chosen != "auto"
+    if from_file and not _inside(str(chosen), run_dir):
+        saved = {}
     trackers = open_trackers(options.tracking, run_dir, os.path.basename(os.path.normpath(run_dir)),
-                             resumed_step, saved, reporter.warning)
+                             resumed_step, saved, reporter.warning, rewound=from_file)
     crop = options.data.train_crop
     macs = multiply_accumulates(model, (crop, crop))
     params = {**flat_parameters(to_plain(options)), **{f"run.{k}": str(v) for k, v in facts.items()},
@@ -35,6 +41,10 @@ def start_tracking(options: TrainConfig, run_dir: str, reporter: Reporter, saved
     names = ", ".join(options.tracking.loggers)
     ids = {name: entry["run_id"] for name, entry in trackers.record().items()}
     reporter.info(f"tracking to {names}" + "".join(f"; {name} run {run_id}" for name, run_id in ids.items()))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.abspath(path).startswith(os.path.join(os.path.abspath(folder), ""))
 
 
 def run_outcome(error: BaseException | None) -> str:

@@ -249,6 +249,7 @@ def save_checkpoint(run: Run, best: bool) -> None:
     rngs = all_gather_objects(rng_state(run.info.device))
     if not run.info.is_main:
         return
+    run.reporter.flush_tracking()
     model = run.parts.model
     ema = run.parts.ema.state() if run.parts.ema is not None else None
     state = training_state(model, run.parts.optimizer, run.parts.scaler, run.progress, to_plain(run.options), rngs,

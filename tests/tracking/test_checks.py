@@ -14,7 +14,6 @@ from ..helpers import assert_user_error, run_cli
     (TrackingConfig(loggers=("tensorboard", "comet")), "tracking.loggers: 'comet' is not one of tensorboard, mlflow"),
     (TrackingConfig(loggers=("mlflow", "mlflow")), "names a logger twice"),
     (TrackingConfig(every_steps=0), "tracking.every_steps must be a positive number of steps, got 0"),
-    (TrackingConfig(run="old"), "tracking.run='old' is not one of same, new"),
     (TrackingConfig(wandb_mode="disabled"), "tracking.wandb_mode='disabled' is not one of online, offline"),
     (TrackingConfig(mlflow_experiment=" "), "tracking.mlflow_experiment must not be empty"),
     (TrackingConfig(wandb_project=""), "tracking.wandb_project must not be empty"),
@@ -28,7 +27,7 @@ def test_a_tracking_option_no_run_can_use_is_refused(options, fragment):
 
 @pytest.mark.parametrize("options", [
     TrackingConfig(), TrackingConfig(loggers=()), TrackingConfig(loggers=("tensorboard", "mlflow", "wandb")),
-    TrackingConfig(every_steps=1, run="new", wandb_mode="offline", mlflow_uri="http://mlflow.example.org:5000"),
+    TrackingConfig(every_steps=1, wandb_mode="offline", mlflow_uri="http://mlflow.example.org:5000"),
     TrackingConfig(mlflow_uri="https://ana@mlflow.example.org"),  # a user name alone is no secret
 ])
 def test_the_documented_choices_pass(options):

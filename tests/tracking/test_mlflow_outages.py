@@ -72,6 +72,8 @@ def test_a_server_that_stays_down_costs_a_bounded_wait_a_warning_when_it_goes_an
 
 
 def test_with_two_processes_rank_0_alone_logs(server, data, tmp_path):
+    from .test_tensorboard import scalars
+
     run_dir = tmp_path / "run"
     result = run_cli("fishnet-train", *TWO_RANKS, f"data.root={data}", f"hydra.run.dir={run_dir}",
                      f"tracking.mlflow_uri={server.uri}")
@@ -79,8 +81,10 @@ def test_with_two_processes_rank_0_alone_logs(server, data, tmp_path):
     run = server.only_run()
     assert run.data.params["run.processes"] == "2"
     assert [step for step, _ in server.series(run.info.run_id, "train/loss")] == list(range(1, 9))
+    assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1
+    assert [step for step, _ in scalars(run_dir, "train/loss")] == list(range(1, 9))
 
 
 TWO_RANKS = ["experiment=demo", "data.batch_size=12", "data.workers=2", "optim.lr=0.002", "trainer.clip_grad_norm=2.0",
-             "trainer.epochs=2", "trainer.devices=2", "trainer.deterministic=true", "tracking.loggers=[mlflow]",
-             "tracking.every_steps=1"]
+             "trainer.epochs=2", "trainer.devices=2", "trainer.deterministic=true",
+             "tracking.loggers=[tensorboard,mlflow]", "tracking.every_steps=1"]

@@ -30,3 +30,32 @@ def test_the_record_is_replaced_whole_and_a_torn_one_reads_as_none(tmp_path):
     (tmp_path / RECORD).write_text('{"mlflow": {"run_')
     assert read_record(str(tmp_path)) == {}
     assert read_record(str(tmp_path / "missing")) == {}
+
+
+def marks_after_opening(tmp_path, resumed_step, from_checkpoint, rewound):
+    from fishnet_train.config import TrackingConfig
+    from fishnet_train.tracking import open_trackers
+
+    trackers = open_trackers(TrackingConfig(loggers=("wandb",), wandb_mode="offline"), str(tmp_path), "run",
+                             resumed_step, from_checkpoint, print, rewound=rewound)
+    marks = trackers.senders["wandb"].copy_marks()
+    trackers.senders["wandb"].close(0)  # never started: nothing reaches W&B
+    return marks
+
+
+def test_a_restart_goes_on_with_the_directorys_run_and_its_marks(tmp_path):
+    write_record(str(tmp_path), {"wandb": {"run_id": "w1", "logged": {"step": 100}}})
+    marks = marks_after_opening(tmp_path, 40, {}, rewound=False)
+    assert (marks.run_id, marks.logged) == ("w1", {"step": 100})
+
+
+def test_a_run_sent_back_to_an_earlier_checkpoint_sends_the_steps_after_it_again(tmp_path):
+    write_record(str(tmp_path), {"wandb": {"run_id": "w1", "logged": {"step": 100, "epoch": 30}}})
+    marks = marks_after_opening(tmp_path, 40, {}, rewound=True)
+    assert (marks.run_id, marks.logged) == ("w1", {"step": 40, "epoch": 30})
+
+
+def test_a_fresh_start_gets_a_new_tracked_run(tmp_path):
+    write_record(str(tmp_path), {"wandb": {"run_id": "w1", "logged": {"step": 100}}})
+    marks = marks_after_opening(tmp_path, 0, None, rewound=False)
+    assert marks.run_id not in (None, "w1") and marks.logged == {}

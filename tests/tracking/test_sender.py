@@ -37,6 +37,9 @@ class Tracker:
     def finish(self, outcome, summary, artifact):
         self._call("finish", outcome, dict(summary), artifact)
 
+    def refused_for_good(self, error):
+        return isinstance(error, PermissionError)
+
 
 @pytest.fixture
 def quick_retries(monkeypatch):
@@ -125,3 +128,56 @@ def test_a_full_queue_drops_later_points_with_one_warning(monkeypatch):
     release.set()
     sender.close(seconds=5)
     assert [step for _, step, _ in tracker.taken] == [0, 1, 2]
+
+
+class CountingUnreachable(Tracker):
+    """Down for good, counting the tries; its error quotes an address with credentials, as MLflow's do."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error, self.tries = error, 0
+
+    def _call(self, *what):
+        self.tries += 1
+        raise self.error
+
+
+def test_a_tracker_that_refuses_for_good_is_given_up_with_one_warning_and_training_goes_on():
+    tracker = CountingUnreachable(PermissionError("403 Forbidden for https://ana:s3cret@mlflow.example.org/api"))
+    sender, warnings, _ = sender_for(tracker)
+    sender.start({})
+    for step in range(5):
+        sender.log("step", step, {"loss": 1.0})
+    sender.close(seconds=5)
+    assert tracker.tries == 1  # nothing more is tried
+    assert warnings == ["tracker: PermissionError: 403 Forbidden for https://***@mlflow.example.org/api; nothing "
+                        "more is sent to it in this run (training goes on)"]
+
+
+def test_the_end_of_a_run_retries_an_unreachable_tracker_at_the_same_pace_not_in_a_busy_loop(monkeypatch):
+    monkeypatch.setattr(sender_module, "RETRY_SECONDS", (0.1, 0.1))
+    tracker = CountingUnreachable(ConnectionError("refused by http://u:pw@127.0.0.1:9/api"))
+    sender, warnings, _ = sender_for(tracker)
+    sender.start({})
+    time.sleep(0.3)
+    before = tracker.tries
+    sender.close(seconds=1.0)
+    assert 5 <= tracker.tries - before <= 13  # about one try per 0.1 s of the second's wait
+    assert "pw" not in warnings[0] and "http://***@127.0.0.1:9/api" in warnings[0]
+
+
+def test_a_record_that_cannot_be_written_is_said_once_and_sending_goes_on():
+    tracker = Tracker()
+    warnings = []
+
+    def full_disk():
+        raise OSError(28, "No space left on device")
+
+    sender = Sender(tracker, Marks(), full_disk, warnings.append)
+    sender.start({})
+    for step in range(3):
+        sender.log("step", step, {"loss": 1.0})
+    sender.close(seconds=5)
+    assert len(tracker.taken) == 4
+    assert warnings == ["tracker: could not record its progress in the run directory: [Errno 28] No space left "
+                        "on device"]

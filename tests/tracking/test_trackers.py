@@ -21,6 +21,9 @@ class Unreachable:
 
     log = finish = start
 
+    def refused_for_good(self, error):
+        return False
+
 
 @pytest.fixture
 def short_waits(monkeypatch):

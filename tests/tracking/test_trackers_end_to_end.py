@@ -52,11 +52,15 @@ def tracked_step(run_dir):
 
 
 def signal_after(proc, run_dir, step, signum, timeout=240):
-    """Once last.pt and MLflow have reached ``step``, send ``signum`` to every process of the run."""
+    """Once last.pt has reached ``step`` and MLflow has a step after last.pt's (which the resumed run trains
+    again), send ``signum`` to every process of the run."""
     deadline = time.time() + timeout
-    while not (progress_at(run_dir, step) and tracked_step(run_dir) >= step):
+    while True:
+        saved = progress_at(run_dir, step)
+        if saved and tracked_step(run_dir) > saved["step"]:
+            break
         assert proc.poll() is None and time.time() < deadline, f"exit {proc.poll()}: {proc.communicate()[1][-3000:]}"
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
@@ -66,19 +70,30 @@ def signal_after(proc, run_dir, step, signum, timeout=240):
 def interrupted_run(data, server, tmp_path_factory):
     """Killed, stopped by SIGTERM (exit 75), resumed with another override and killed again, then finished."""
     run_dir = tmp_path_factory.mktemp("run") / "run"
+    states = []  # MLflow's view of the run after each interruption
+
+    def seen():
+        run = server.only_run()
+        states.append((run.info.status, run.data.tags.get("outcome")))
+
     assert signal_after(start(data, run_dir, server), run_dir, 5, signal.SIGKILL)[0] == -signal.SIGKILL
+    seen()
     code, err = signal_after(start(data, run_dir, server), run_dir, 10, signal.SIGTERM)
     assert code == 75, err[-3000:]
+    seen()
     changed = "trainer.log_every_steps=7"  # and, last, tracking.upload_best=true
     assert signal_after(start(data, run_dir, server, changed), run_dir, 15, signal.SIGKILL)[0] == -signal.SIGKILL
+    seen()
     last = start(data, run_dir, server, changed, "tracking.upload_best=true")
     _, err = last.communicate(timeout=600)
     assert last.returncode == 0, err[-3000:]
-    return run_dir, err
+    return run_dir, err, states
 
 
 def test_mlflow_holds_one_run_with_every_step_once_and_its_outcome(interrupted_run, server):
-    run_dir, _ = interrupted_run
+    run_dir, _, states = interrupted_run
+    # A SIGKILL cannot say so: the run stays RUNNING; the SIGTERM's stop is KILLED, to be resumed.
+    assert states == [("RUNNING", None), ("KILLED", "stopped"), ("RUNNING", "stopped")]
     run = server.only_run()
     assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "finished"
     assert run.data.params["model.name"] == "fishnet99" and run.data.params["run.processes"] == "1"
@@ -97,7 +112,7 @@ def test_mlflow_holds_one_run_with_every_step_once_and_its_outcome(interrupted_r
 
 
 def test_tensorboard_shows_every_step_once_with_the_values_mlflow_has(interrupted_run, server):
-    run_dir, _ = interrupted_run
+    run_dir, *_ = interrupted_run
     shown = scalars(run_dir, "train/loss")
     assert [step for step, _ in shown] == list(range(1, STEPS + 1))
     assert [value for _, value in shown] == pytest.approx(
@@ -105,7 +120,7 @@ def test_tensorboard_shows_every_step_once_with_the_values_mlflow_has(interrupte
 
 
 def test_each_wandb_offline_folder_is_the_same_run(interrupted_run):
-    run_dir, _ = interrupted_run
+    run_dir, *_ = interrupted_run
     folders = sorted((run_dir / "wandb").glob("offline-run-*"))
     run_id = json.loads((run_dir / "tracking.json").read_text())["wandb"]["run_id"]
     assert len(folders) == 4 and all(folder.name.endswith(f"-{run_id}") for folder in folders)
@@ -124,7 +139,7 @@ def test_each_wandb_offline_folder_is_the_same_run(interrupted_run):
 
 
 def test_no_credential_reaches_the_run_directory_or_the_tracker(interrupted_run, server):
-    run_dir, err = interrupted_run
+    run_dir, err, _ = interrupted_run
     for path in run_dir.rglob("*"):
         if path.is_file():
             content = path.read_bytes()
@@ -137,7 +152,7 @@ def test_no_credential_reaches_the_run_directory_or_the_tracker(interrupted_run,
 
 
 def test_fishnet_eval_adds_its_results_to_the_training_runs_mlflow_run(interrupted_run, server, data, tmp_path):
-    run_dir, _ = interrupted_run
+    run_dir, *_ = interrupted_run
     result = run_cli("fishnet-eval", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", f"data.root={data}",
                      "data.workers=2", "tracking.loggers=[mlflow]", f"tracking.mlflow_uri={server.uri}",
                      f"hydra.run.dir={tmp_path / 'eval'}")

@@ -22,13 +22,25 @@ def data(tmp_path_factory):
 
 
 def test_step_points_come_every_tracking_every_steps_and_epoch_points_at_each_epochs_last_step(data, tmp_path):
-    train(tiny_options(data, "tracking.every_steps=3"), str(tmp_path))
+    train(tiny_options(data, "tracking.every_steps=3", "model.ema_decay=0.9"), str(tmp_path))
     assert [step for step, _ in scalars(tmp_path, "train/loss")] == [3, 6]
     assert [step for step, _ in scalars(tmp_path, "train/images_per_sec")] == [3, 6]
     assert scalars(tmp_path, "epoch/epoch") == [(4, 1.0), (8, 2.0)]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [value for _, value in scalars(tmp_path, "epoch/train_loss")] == pytest.approx(
-        [r["train_loss"] for r in records])
+    for key in ("train_loss", "top1", "ema_top1", "epoch_seconds"):
+        assert [value for _, value in scalars(tmp_path, f"epoch/{key}")] == pytest.approx([r[key] for r in records])
+
+
+def test_every_point_up_to_a_checkpoint_is_in_tensorboards_files_when_the_checkpoint_lands(data, tmp_path):
+    on_disk = []
+
+    def look(progress):  # at step 3, one step after the checkpoint of step 2, the process still running
+        if progress.step == 3:
+            on_disk.extend(step for step, _ in scalars(tmp_path, "train/loss"))
+
+    train(tiny_options(data, "tracking.every_steps=1", "trainer.checkpoint_every_steps=2", "trainer.epochs=1"),
+          str(tmp_path), after_step=look)
+    assert on_disk[:2] == [1, 2]  # a SIGKILL now leaves them: the resumed run writes the steps from 3 on
 
 
 def test_with_no_loggers_nothing_is_tracked(data, tmp_path):
@@ -37,6 +49,7 @@ def test_with_no_loggers_nothing_is_tracked(data, tmp_path):
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["tracking"] == {}
 
 
+@pytest.mark.slow  # two runs and W&B's service process
 def test_a_crashed_and_resumed_run_continues_one_wandb_run_each_step_once(data, tmp_path):
     overrides = ("tracking.loggers=[wandb]", "tracking.wandb_mode=offline", "tracking.every_steps=1")
     with pytest.raises(Crash):
@@ -62,3 +75,16 @@ def test_a_crashed_and_resumed_run_continues_one_wandb_run_each_step_once(data, 
     model = create_model("fishnet99", num_classes=3)
     assert int(config["run.parameters"]) == sum(p.numel() for p in model.parameters())
     assert int(config["run.macs"]) == multiply_accumulates(model, (32, 32))  # at the demo's 32 px crop
+
+
+@pytest.mark.slow  # two runs
+def test_a_checkpoint_of_another_run_directory_starts_a_branch_with_new_tracked_runs(data, tmp_path):
+    overrides = ("tracking.loggers=[wandb]", "tracking.wandb_mode=offline", "tracking.every_steps=1")
+    train(tiny_options(data, *overrides, "trainer.epochs=1"), str(tmp_path / "a"))
+    branched = f"trainer.resume={tmp_path / 'a' / 'checkpoints' / 'last.pt'}"
+    train(tiny_options(data, *overrides, branched), str(tmp_path / "b"))
+    a, b = (json.loads((tmp_path / run / "tracking.json").read_text())["wandb"] for run in ("a", "b"))
+    assert a["run_id"] != b["run_id"]
+    (folder,) = (tmp_path / "b" / "wandb").glob("offline-run-*")
+    steps = [row["trainer/step"] for row in read_offline_run(folder)["history"] if "train/loss" in row]
+    assert steps == [5, 6, 7, 8]  # the branch's own steps, from the checkpoint's on
