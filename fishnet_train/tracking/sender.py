@@ -79,10 +79,12 @@ class Sender:
         self.wakeup.set()
         try:
             self.calls.put(None, timeout=seconds)
+            ending = 1  # the end marker, queued behind the calls
         except queue.Full:
-            pass
+            ending = 0
         self.thread.join(max(0.0, self.deadline - time.monotonic()) + 0.1)
-        left = self.calls.qsize() + (1 if self.thread.is_alive() else 0)
+        # A thread still running holds one call, and the end marker waits in the queue behind the others.
+        left = self.calls.qsize() - ending + 1 if self.thread.is_alive() else 0
         with self.lock:
             lost = self.dropped + left
         if lost and not self.given_up:

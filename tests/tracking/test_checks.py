@@ -17,7 +17,10 @@ from ..helpers import assert_user_error, run_cli
     (TrackingConfig(wandb_mode="disabled"), "tracking.wandb_mode='disabled' is not one of online, offline"),
     (TrackingConfig(mlflow_experiment=" "), "tracking.mlflow_experiment must not be empty"),
     (TrackingConfig(wandb_project=""), "tracking.wandb_project must not be empty"),
-    (TrackingConfig(mlflow_uri="https://ana:s3cret@mlflow.example.org"), "MLFLOW_TRACKING_PASSWORD"),
+    (TrackingConfig(mlflow_uri="https://ana:s3cret@mlflow.example.org"),
+     "tracking.mlflow_uri holds a password, which would be written into the run directory: set "
+     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or the whole MLFLOW_TRACKING_URI) in the environment "
+     "instead"),
 ])
 def test_a_tracking_option_no_run_can_use_is_refused(options, fragment):
     with pytest.raises(UserError, match=None) as raised:
@@ -29,6 +32,7 @@ def test_a_tracking_option_no_run_can_use_is_refused(options, fragment):
     TrackingConfig(), TrackingConfig(loggers=()), TrackingConfig(loggers=("tensorboard", "mlflow", "wandb")),
     TrackingConfig(every_steps=1, wandb_mode="offline", mlflow_uri="http://mlflow.example.org:5000"),
     TrackingConfig(mlflow_uri="https://ana@mlflow.example.org"),  # a user name alone is no secret
+    TrackingConfig(mlflow_uri="http://[::1"),  # malformed: MLflow's own error says so, with no password to hide
 ])
 def test_the_documented_choices_pass(options):
     check_tracking(options)

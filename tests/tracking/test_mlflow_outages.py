@@ -4,25 +4,9 @@ logs."""
 import pytest
 
 from ..helpers import run_cli
-from .mlflow_server import MlflowServer
 from .test_trackers_end_to_end import STEPS, start, tracked_step
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = MlflowServer(tmp_path / "mlflow")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from ..conftest import write_image_folder
-
-    return write_image_folder(tmp_path_factory.mktemp("outage") / "data", train_per_class=16)
 
 
 def wait_until(condition, proc, timeout=240):

@@ -29,6 +29,8 @@ def test_the_record_is_replaced_whole_and_a_torn_one_reads_as_none(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [RECORD]
     (tmp_path / RECORD).write_text('{"mlflow": {"run_')
     assert read_record(str(tmp_path)) == {}
+    (tmp_path / RECORD).write_text('["mlflow"]')  # JSON, but no record
+    assert read_record(str(tmp_path)) == {}
     assert read_record(str(tmp_path / "missing")) == {}
 
 

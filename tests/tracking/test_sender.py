@@ -122,9 +122,12 @@ def test_a_full_queue_drops_later_points_with_one_warning(monkeypatch):
     sender, warnings, _ = sender_for(tracker)
     sender.start({})
     time.sleep(0.1)  # the thread is inside the start call
-    for step in range(6):
+    for step in range(4):
         sender.log("step", step, {"x": 1.0})
-    assert warnings == ["tracker: 3 calls wait for the tracker; later points are dropped"]
+    assert warnings == ["tracker: 3 calls wait for the tracker; later points are dropped"]  # at the first drop
+    for step in range(4, 6):
+        sender.log("step", step, {"x": 1.0})
+    assert len(warnings) == 1
     release.set()
     sender.close(seconds=5)
     assert [step for _, step, _ in tracker.taken] == [0, 1, 2]
@@ -181,3 +184,37 @@ def test_a_record_that_cannot_be_written_is_said_once_and_sending_goes_on():
     assert len(tracker.taken) == 4
     assert warnings == ["tracker: could not record its progress in the run directory: [Errno 28] No space left "
                         "on device"]
+
+
+def test_a_failing_call_is_tried_again_soon_then_less_and_less_often(monkeypatch):
+    monkeypatch.setattr(sender_module, "RETRY_SECONDS", (0.01, 5.0))
+    tracker = Tracker(failures=3)  # tried again after 0.01, 0.02 and 0.04 s
+    sender, _, _ = sender_for(tracker)
+    began = time.monotonic()
+    sender.start({})
+    while not tracker.taken:
+        assert time.monotonic() - began < 2, "the retries wait too long"
+        time.sleep(0.005)
+    sender.close(seconds=1)
+
+
+def test_a_late_point_of_an_earlier_step_does_not_move_the_mark_back():
+    tracker = Tracker()
+    sender, _, _ = sender_for(tracker, Marks("run-1"))
+    sender.log("epoch", 8, {"x": 1.0})
+    sender.log("step", 9, {"x": 1.0})
+    tracker.stores_on_return = False  # so that the earlier step is sent
+    sender.log("epoch", 4, {"x": 1.0})
+    sender.close(seconds=5)
+    assert sender.copy_marks().logged == {"epoch": 8, "step": 9}
+
+
+def test_the_calls_a_hanging_tracker_still_holds_at_the_end_are_counted_as_lost():
+    tracker = Tracker(seconds=3.0)  # every call hangs for three seconds
+    sender, warnings, _ = sender_for(tracker)
+    sender.start({})
+    for step in range(4):
+        sender.log("step", step, {"x": 1.0})
+    sender.close(seconds=0.2)
+    assert warnings == ["tracker: 5 call(s) not taken by the end of the run; they are lost (training itself is "
+                        "complete)"]  # the start in progress and the four points behind it

@@ -9,9 +9,7 @@ import time
 
 import pytest
 
-from ..conftest import write_image_folder
 from ..helpers import BIN, TINY_TRAIN, progress_at, run_cli
-from .mlflow_server import MlflowServer
 from .test_tensorboard import scalars
 from .wandb_files import read_offline_run
 
@@ -23,16 +21,8 @@ STEPS = 24  # 3 epochs of 8 steps
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_image_folder(tmp_path_factory.mktemp("e2e") / "data", train_per_class=16)
+def server(shared_server):
+    return shared_server
 
 
 def start(data, run_dir, server, *overrides):

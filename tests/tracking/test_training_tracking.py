@@ -17,7 +17,7 @@ from .wandb_files import read_offline_run
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """24 training images: 4 steps of 6 per epoch."""
+    """24 training images: 4 steps of 6 per epoch (the package's data: 8 steps)."""
     return write_image_folder(tmp_path_factory.mktemp("tracking") / "data")
 
 
