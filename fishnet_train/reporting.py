@@ -32,6 +32,8 @@ class Reporter:
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.line_every = line_every
         self.trackers: Trackers | None = None
+        if self.active:
+            os.makedirs(self.run_dir, exist_ok=True)  # train(options, run_dir) from Python: no Hydra made it
 
     def track(self, trackers: Trackers) -> None:
         """Send the run's figures to ``trackers`` from now on (rank 0 opens them; other ranks never do)."""

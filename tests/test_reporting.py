@@ -45,3 +45,9 @@ def test_other_ranks_leave_the_metrics_alone(tmp_path):
     Reporter(str(tmp_path), active=True).epoch_metrics({"epoch": 1, "step": 1})
     Reporter(str(tmp_path), active=False).keep_epochs(0)
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_rank_0_makes_the_run_directory_that_train_is_given(tmp_path):
+    Reporter(str(tmp_path / "other"), active=False)
+    Reporter(str(tmp_path / "runs" / "a"), active=True).write_text("config.yaml", "x")
+    assert (tmp_path / "runs" / "a" / "config.yaml").read_text() == "x" and not (tmp_path / "other").exists()
