@@ -31,6 +31,7 @@ def test_step_points_come_every_tracking_every_steps_and_epoch_points_at_each_ep
         assert [value for _, value in scalars(tmp_path, f"epoch/{key}")] == pytest.approx([r[key] for r in records])
 
 
+@pytest.mark.slow  # a run
 def test_every_point_up_to_a_checkpoint_is_in_tensorboards_files_when_the_checkpoint_lands(data, tmp_path):
     on_disk = []
 
@@ -43,6 +44,7 @@ def test_every_point_up_to_a_checkpoint_is_in_tensorboards_files_when_the_checkp
     assert on_disk[:2] == [1, 2]  # a SIGKILL now leaves them: the resumed run writes the steps from 3 on
 
 
+@pytest.mark.slow  # a run; the loggers' choice reaching the trackers is also the step-points test's
 def test_with_no_loggers_nothing_is_tracked(data, tmp_path):
     train(tiny_options(data, "tracking.loggers=[]", "trainer.epochs=1"), str(tmp_path))
     assert not (tmp_path / "tb").exists() and not (tmp_path / "tracking.json").exists()

@@ -300,8 +300,12 @@ def test_options_reach_the_trainer_typed_and_frozen(tiny_cfg):
 
 # paper, cosine_ls and modern with the default model are fishnet150_paper, _cosine_ls and _modern
 # (tests/test_config.py checks the composition): each recipe trains once.
-# The FishNet-201 ones are the same recipes on the largest model: they run with the slow tests.
-@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p.startswith("fishnet201") else p
+# The FishNet-201 ones are the same recipes on the largest model, and fishnet150_paper and _cosine_ls those of
+# fishnet99_paper and fishnet150_modern with fewer options: they run with the slow tests.
+SLOW_PRESETS = ("fishnet201", "fishnet150_paper", "fishnet150_cosine_ls")
+
+
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p.startswith(SLOW_PRESETS) else p
                                     for p in PRESETS if p not in ("paper", "cosine_ls", "modern")])
 def test_every_preset_trains_a_step_in_the_trainer(preset, image_folder, tmp_path):
     """Each preset's optimiser, schedule, loss and augmentations run; only sizes and lengths are shrunk."""
