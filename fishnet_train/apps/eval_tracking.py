@@ -23,12 +23,15 @@ def track_results(options: EvalConfig, run_dir: str, ckpt: LoadedCheckpoint, fig
                              ckpt.tracking if same else None, reporter.warning, adding=same)
     trackers.start({} if same else flat_parameters(to_plain(options)))
     reporter.track(trackers)
-    name = os.path.basename(os.path.normpath(options.data.root))
-    numbers = {f"eval/{name}/{k}": float(v) for k, v in figures.items()
+    numbers = {f"eval/{set_name(options)}/{k}": float(v) for k, v in figures.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     reporter.scalars(numbers, ckpt.step, series="eval")
 
 
 def results_summary(options: EvalConfig) -> dict[str, str]:
-    name = os.path.basename(os.path.normpath(options.data.root))
-    return {f"eval.{name}.checkpoint": os.path.abspath(options.checkpoint)}
+    return {f"eval.{set_name(options)}.checkpoint": os.path.abspath(options.checkpoint)}
+
+
+def set_name(options: EvalConfig) -> str:
+    """The evaluated set, as the trackers name it: ``data.root``'s folder name."""
+    return os.path.basename(os.path.normpath(options.data.root))

@@ -24,6 +24,9 @@ class TensorBoardWriter:
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
 
+    def flush(self) -> None:
+        self.writer.flush()
+
     def finish(self, outcome: str, summary: dict[str, str], step: int) -> None:
         lines = [f"outcome: {outcome}"] + [f"{k}: {v}" for k, v in summary.items()]
         self.writer.add_text("run/outcome", "  \n".join(lines), step)

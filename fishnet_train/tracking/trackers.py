@@ -46,7 +46,7 @@ class Trackers:
         """What TensorBoard holds in memory to its files: before a checkpoint, so that a process killed after
         it has written every point up to the checkpoint's step (the resumed run writes those after it)."""
         if self.tensorboard is not None:
-            self.tensorboard.writer.flush()
+            self.tensorboard.flush()
 
     def record(self) -> dict[str, Any]:
         """The tracked runs and what each has taken: ``tracking.json``'s content, the checkpoint's copy."""
