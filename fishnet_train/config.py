@@ -171,8 +171,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalOptions:
+    # the test set: auto (recognised from data.root's layout) | val | real | imagenet-v2 | imagenet-a | imagenet-r |
+    # imagenet-sketch (Evaluation)
+    set: str = "auto"
     predictions: Optional[str] = None  # CSV path: one row per image, top-5 classes and probabilities
-    # ImageNet-ReaL labels (real.json: 50,000 label lists in val-file order): adds real_top1 to eval.json
+    # ImageNet-ReaL labels (real.json: 50,000 label lists in val-file order): adds real_top1 to eval.json;
+    # eval.set=real without it takes the copy timm ships
     real_labels: Optional[str] = None
     # a file of class folder names (wnids), one per line: the 1000-way logits restricted to them (ImageNet-A/R)
     class_subset: Optional[str] = None

@@ -240,6 +240,7 @@ EVAL_RULES: dict[str, Rule] = {
     "eval.real_labels": one_of(None),  # ReaL labels need ImageNet's 1000 val classes
     "eval.class_subset": one_of(None, "<class_subset>"),
     "eval.tta": one_of("none", "flip"),
+    "eval.set": one_of("auto", "val"),  # the fixture is a val/ folder of other classes than ImageNet's
     "eval.tracked_run": one_of("same", "new"),
 }
 
@@ -283,6 +284,9 @@ INTERACTIONS: tuple[Interaction, ...] = (
     both("loss.bce_target_thresh", "loss.name"),
     both("trainer.best_by", "model.ema_decay"),
     both("eval.real_labels", "eval.class_subset"),
+    both("eval.set", "eval.class_subset"),
+    both("eval.set", "eval.real_labels"),
+    blaming("eval.set", "data.format"),  # shards hold ImageNet val only
     # checked at the job's start, against the checkpoint's contents
     blaming("model.pretrained", "model.name"),  # another model's weights
     both("model.pretrained", "model.use_ema"),  # the checkpoint has no EMA weights

@@ -70,6 +70,7 @@ SPECIAL = {  # keys whose useful values are few (the documented choices and one 
     "trainer.nan_policy": ["stop", "skip", "ignore"],
     "trainer.host_allocator": ["keep_freed", "system", "jemalloc"],
     "eval.tta": ["none", "flip", "mirror"],
+    "eval.set": ["auto", "val", "real", "imagenet-a", "imagenet-v2", "cifar10"],
     "tracking.loggers": ["[]", "[tensorboard]", "[tensorboard,tensorboard]", "[comet]", "tensorboard"],
     "eval.tracked_run": ["same", "new", "old"],
     "tracking.mlflow_uri": ["null", "http://127.0.0.1:9", "http://ana:pw@127.0.0.1:9"],

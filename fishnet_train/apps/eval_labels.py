@@ -8,7 +8,8 @@ import re
 
 from ..data import Split
 from ..errors import UserError
-from .trained_model import IMAGENET_CLASSES, LoadedCheckpoint
+from .eval_sets import IMAGENET_CLASSES, imagenet_wnids
+from .trained_model import LoadedCheckpoint
 
 # ReaL's labels are in val-file order: they reach the images through their original names.
 VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.\w+$")
@@ -35,8 +36,8 @@ def _is_class(c: object) -> bool:
 def real_label_sets(labels: list[list[int]], split: Split, path: str) -> list[list[int]]:
     """Each val sample's ReaL set, in the split's order, matched by its file name ILSVRC2012_val_%08d."""
     if split.classes != imagenet_wnids():  # ReaL's labels are indices into them
-        raise UserError(f"eval.real_labels needs the val classes to be ImageNet's {IMAGENET_CLASSES} wnids, but "
-                        f"{split.root} has {len(split.classes)} others (first: {split.classes[0]!r})")
+        raise UserError(f"ReaL (eval.set=real, eval.real_labels) needs the val classes to be ImageNet's "
+                        f"{IMAGENET_CLASSES} wnids, but {split.root} has {len(split.classes)} others (first: {split.classes[0]!r})")
     sets = []
     for i in range(len(split)):
         match = VAL_FILE.search(split.samples.name(i))
@@ -52,13 +53,6 @@ def real_top1(top1: list[int | None], sets: list[list[int]]) -> tuple[float, int
     images with an empty set are left out, as in the paper, and so are files that did not decode (None)."""
     scored = [(p, s) for p, s in zip(top1, sets) if s and p is not None]
     return 100.0 * sum(p in s for p, s in scored) / max(len(scored), 1), len(scored)
-
-
-def imagenet_wnids() -> list[str]:
-    """ImageNet-1k's class folder names in class-index order (sorted), as timm lists them."""
-    from timm.data import ImageNetInfo
-
-    return list(ImageNetInfo().label_names())
 
 
 def read_class_subset(path: str) -> list[str]:
@@ -77,21 +71,22 @@ def model_classes(ckpt: LoadedCheckpoint) -> list[str]:
         return ckpt.classes
     if ckpt.num_classes == IMAGENET_CLASSES:
         return imagenet_wnids()
-    raise UserError(f"eval.class_subset: {ckpt.path} names none of its {ckpt.num_classes} classes, so a subset "
+    raise UserError(f"a class subset: {ckpt.path} names none of its {ckpt.num_classes} classes, so a subset "
                     "cannot be matched to its outputs")
 
 
-def subset_outputs(ckpt: LoadedCheckpoint, subset: list[str], folder_classes: list[str], path: str,
+def subset_outputs(ckpt: LoadedCheckpoint, subset: list[str], folder_classes: list[str], source: str,
                    folder: str) -> list[int]:
-    """The model's output for each class folder, in the folder's order: the logits the subset keeps."""
+    """The model's output for each class folder, in the folder's order: the logits the subset keeps.
+    ``source`` names the subset in messages (``eval.class_subset=<file>`` or ``eval.set=<set>``)."""
     if set(subset) != set(folder_classes):
         extra = sorted(set(folder_classes) - set(subset))[:3]
         missing = sorted(set(subset) - set(folder_classes))[:3]
-        raise UserError(f"eval.class_subset={path} names other classes than the folders of {folder} (only in the "
-                        f"folder: {extra}, only in the file: {missing}); the folder must hold exactly those classes")
+        raise UserError(f"{source} names other classes than the folders of {folder} (only in the folder: {extra}, "
+                        f"only in the subset: {missing}); the folder must hold exactly those classes")
     outputs = {name: i for i, name in enumerate(model_classes(ckpt))}
     unknown = [c for c in folder_classes if c not in outputs]
     if unknown:
-        raise UserError(f"eval.class_subset={path}: {ckpt.path} has no output for {unknown[:3]}; the subset must be "
+        raise UserError(f"{source}: {ckpt.path} has no output for {unknown[:3]}; the subset must be "
                         "classes the model was trained on")
     return [outputs[c] for c in folder_classes]

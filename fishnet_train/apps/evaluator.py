@@ -11,7 +11,6 @@ from torch import nn
 
 from ..config import DataConfig, EvalConfig, EvalOptions
 from ..data import BatchPreprocess, Split, build_val_loader
-from ..data.indexing import check_data_root, val_split
 from ..errors import UserError
 from ..inference import fuse_for_inference, inference_compiler
 from ..inference.views import ClassSubset, FlipAverage
@@ -25,8 +24,11 @@ from ..training.evaluate import EvalResult, evaluate
 from ..training.guards import eval_memory_message, out_of_memory_hint
 from ..validation import check_options
 from .eval_labels import read_class_subset, read_real_labels, real_label_sets, real_top1, subset_outputs
+from .eval_sets import EvalSet, read_set_split, resolve_set, timm_info_file
 from .eval_tracking import results_summary, track_results
-from .trained_model import build_trained_model, check_same_classes, inference_data, load_checkpoint
+from .trained_model import (
+    LoadedCheckpoint, build_trained_model, check_same_classes, inference_data, load_checkpoint,
+)
 
 
 def check_eval_inputs(options: EvalConfig) -> None:
@@ -34,7 +36,8 @@ def check_eval_inputs(options: EvalConfig) -> None:
     if options.model.name is not None:
         check_model_name(options.model.name, "model.name=..., or null to take the checkpoint's")
     check_checkpoint_exists(options.checkpoint)
-    check_data_root(options.data, ("val",))
+    e = options.eval
+    resolve_set(options.data, e.set, e.real_labels, e.class_subset)
     for key, path in (("eval.real_labels", options.eval.real_labels), ("eval.class_subset", options.eval.class_subset)):
         if path and not os.path.isfile(path):
             raise UserError(f"{key}={path}: no such file (check the path)")
@@ -64,25 +67,25 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         reporter.info(configure_process(settings_for(options.trainer, info.rank, info.device)))
         ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
         data = inference_data(options.data, ckpt, set(overridden))
-        split = val_split(data)
         e = options.eval
-        outputs = None
-        if e.class_subset:
-            outputs = subset_outputs(ckpt, read_class_subset(e.class_subset), split.classes, e.class_subset,
-                                     split.root)
-        else:
-            check_same_classes(ckpt, split.classes, split.root)
-        real = real_label_sets(read_real_labels(e.real_labels), split, e.real_labels) if e.real_labels else None
+        eval_set = resolve_set(data, e.set, e.real_labels, e.class_subset)
+        split = read_set_split(data, eval_set)
+        outputs = set_outputs(options, eval_set, ckpt, split)
+        real = None
+        if eval_set.name == "real":
+            labels = e.real_labels or timm_info_file("imagenet_real_labels.json")
+            real = real_label_sets(read_real_labels(labels), split, labels)
         model = build_trained_model(ckpt, options.model.num_classes)
         result = evaluate_split(options, model, data, split, info, reporter, outputs, keep_predictions=bool(real))
-        extra = {**protocol_record(e), "processes": info.world_size}
+        extra = {**protocol_record(e, eval_set), "processes": info.world_size}
         if real is not None:
             top1 = [classes[0] if target >= 0 else None for target, classes, _ in result.predictions]
             extra["real_top1"], extra["real_images"] = real_top1(top1, real)
         if info.is_main:
             write_outputs(options, run_dir, ckpt.arch, split.classes, split.paths(), result, extra)
-        reporter.info(f"{ckpt.arch} on {result.images} images: top1 {result.top1:.2f}  top5 {result.top5:.2f}  "
-                      f"loss {result.loss:.4f}" + (f"  ReaL top1 {extra['real_top1']:.2f}" if real else ""))
+        reporter.info(f"{ckpt.arch} on {eval_set.name} ({result.images} images): top1 {result.top1:.2f}  "
+                      f"top5 {result.top5:.2f}  loss {result.loss:.4f}"
+                      + (f"  ReaL top1 {extra['real_top1']:.2f}" if real else ""))
         figures = {"top1": result.top1, "top5": result.top5, "loss": result.loss, "images": result.images, **extra}
         track_results(options, run_dir, ckpt, figures, reporter)
         outcome = "finished"
@@ -92,9 +95,21 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
         shutdown()
 
 
-def protocol_record(e: EvalOptions) -> dict[str, Any]:
-    """What eval.json says of the protocol beyond the published one."""
-    return {"tta": e.tta, "class_subset": os.path.abspath(e.class_subset) if e.class_subset else None}
+def set_outputs(options: EvalConfig, eval_set: EvalSet, ckpt: LoadedCheckpoint, split: Split) -> list[int] | None:
+    """The model outputs the set is scored on (None: all of them), its classes checked against the model's."""
+    if eval_set.subset:
+        return subset_outputs(ckpt, list(eval_set.subset), split.classes, f"eval.set={eval_set.name}", split.root)
+    if options.eval.class_subset:
+        path = options.eval.class_subset
+        return subset_outputs(ckpt, read_class_subset(path), split.classes, f"eval.class_subset={path}", split.root)
+    check_same_classes(ckpt, split.classes, split.root)
+    return None
+
+
+def protocol_record(e: EvalOptions, eval_set: EvalSet) -> dict[str, Any]:
+    """What eval.json says of the set and of the protocol beyond the published one."""
+    return {"set": eval_set.name, "set_folder": os.path.abspath(eval_set.folder), "protocol": eval_set.protocol,
+            "tta": e.tta, "class_subset": os.path.abspath(e.class_subset) if e.class_subset else None}
 
 
 def evaluate_split(options: EvalConfig, model: FishNet, data: DataConfig, split: Split, info: DistInfo,

@@ -15,10 +15,10 @@ from ..models import FishNet, create_model, infer_arch, list_models, load_weight
 from ..models.weights import CLASSIFIER_PREFIX, WEIGHTS_FORMAT, extract_state_dict
 from ..training.checkpoint import FORMAT
 from ..validation import check_data
+from .eval_sets import IMAGENET_CLASSES, imagenet_wnids
 
 # The evaluation transform a checkpoint carries, used unless given on the command line.
 CHECKPOINT_DATA_KEYS = ("val_resize", "val_crop", "mean", "std")
-IMAGENET_CLASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,23 @@ def check_same_classes(ckpt: LoadedCheckpoint, folder_classes: list[str], folder
         raise UserError(f"{ckpt.path} predicts {ckpt.num_classes} classes but {folder} has {len(folder_classes)} "
                         "class folders; evaluate on data with the checkpoint's classes")
     if ckpt.classes is None:
-        return  # released files name no classes: the count is all there is to compare
+        check_imagenet_order(ckpt, folder_classes, folder)
+        return
     for i, (ours, theirs) in enumerate(zip(ckpt.classes, folder_classes)):
         if ours != theirs:
             raise UserError(f"{folder} has other classes than {ckpt.path} was trained on: class {i} is {theirs!r} "
                             f"there but {ours!r} in the checkpoint; evaluate on folders named as in training")
+
+
+def check_imagenet_order(ckpt: LoadedCheckpoint, folder_classes: list[str], folder: str) -> None:
+    """A file that names no classes (the released ones) predicts ImageNet's 1000 in sorted-wnid order: folders
+    named otherwise would be scored against the wrong targets without an error."""
+    if ckpt.num_classes != IMAGENET_CLASSES:
+        return  # nothing to compare but the count
+    wnids = imagenet_wnids()
+    wrong = [(i, c) for i, c in enumerate(folder_classes) if c != wnids[i]]
+    if wrong:
+        i, name = wrong[0]
+        raise UserError(f"{ckpt.path} names no classes, so its outputs are ImageNet's wnids in sorted order, but class "
+                        f"{i} of {folder} is {name!r}, not {wnids[i]!r}; evaluate on ImageNet's wnid folders (or a "
+                        "test set fishnet-eval recognises, see eval.set)")

@@ -160,7 +160,7 @@ def test_a_class_subset_must_name_exactly_the_folders_and_classes_the_model_has(
     torch.save({"model": create_model("fishnet99", num_classes=1000).state_dict(), "arch": "fishnet99",
                 "classes": [f"c{i}" for i in range(1000)]}, tmp_path / "w.pt")
     ckpt = load_checkpoint(str(tmp_path / "w.pt"), None)
-    with pytest.raises(UserError, match=r"only in the folder: \['c3'\], only in the file: \['c2'\]"):
+    with pytest.raises(UserError, match=r"only in the folder: \['c3'\], only in the subset: \['c2'\]"):
         subset_outputs(ckpt, ["c1", "c2"], ["c1", "c3"], "s.txt", "/val")
     with pytest.raises(UserError, match=r"has no output for \['n0'\]"):
         subset_outputs(ckpt, ["c1", "n0"], ["c1", "n0"], "s.txt", "/val")

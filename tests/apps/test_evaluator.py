@@ -105,7 +105,7 @@ def test_the_figures_written_are_those_of_the_models_predictions(image_folder, t
     model = trained(ckpt)
     result = eval_in_process(ckpt, image_folder, tmp_path / "eval", f"eval.predictions={tmp_path / 'p.csv'}")
     assert sorted(os.listdir(tmp_path / "eval")) == ["eval.json", "per_class.csv"]
-    assert f"fishnet99 on 9 images: top1 {result.top1:.2f}  top5 100.00  loss {result.loss:.4f}" in caplog.text
+    assert f"fishnet99 on val (9 images): top1 {result.top1:.2f}  top5 100.00  loss {result.loss:.4f}" in caplog.text
 
     preprocess = BatchPreprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), torch.device("cpu"), False)
     model.eval()
