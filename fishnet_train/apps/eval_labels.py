@@ -37,7 +37,8 @@ def real_label_sets(labels: list[list[int]], split: Split, path: str) -> list[li
     """Each val sample's ReaL set, in the split's order, matched by its file name ILSVRC2012_val_%08d."""
     if split.classes != imagenet_wnids():  # ReaL's labels are indices into them
         raise UserError(f"ReaL (eval.set=real, eval.real_labels) needs the val classes to be ImageNet's "
-                        f"{IMAGENET_CLASSES} wnids, but {split.root} has {len(split.classes)} others (first: {split.classes[0]!r})")
+                        f"{IMAGENET_CLASSES} wnids, but {split.root} has {len(split.classes)} others "
+                        f"(first: {split.classes[0]!r})")
     sets = []
     for i in range(len(split)):
         match = VAL_FILE.search(split.samples.name(i))
