@@ -91,14 +91,33 @@ def check_unit_interval(key: str, value: float) -> None:
     check_number(key, value, 0.0, 1.0, high_open=True)
 
 
+BASELINE_FAMILIES = ("resnet", "densenet")  # the paper's baselines, as torchvision builds them
+
+
 def check_model(m: ModelConfig, train: bool) -> None:
     if train and m.name is None:
-        fail("model.name must be set (model=fishnet99|fishnet150|fishnet201)")
+        fail("model.name must be set (model=fishnet99|fishnet150|fishnet201, or a baseline: model=resnet50, ...)")
     check_positive("model.num_classes", m.num_classes, optional=True, hint=" (null: the data's class count)")
     check_unit_interval("model.drop_rate", m.drop_rate)
     check_choice("model.classifier_init", m.classifier_init, CLASSIFIER_INITS)
+    check_baseline_options(m)
     check_number("model.ema_decay", m.ema_decay, 0.0, 1.0, low_open=True, high_open=True, optional=True)
     check_positive("model.ema_every_steps", m.ema_every_steps)
+
+
+def check_baseline_options(m: ModelConfig) -> None:
+    """FishNet's own options, refused for ResNet and DenseNet rather than ignored (models/registry.py's lists)."""
+    family = next((f for f in BASELINE_FAMILIES if (m.name or "").startswith(f)), None)
+    if family is None:
+        return
+    if m.grad_checkpointing:
+        fail(f"model.grad_checkpointing is FishNet's: {m.name} has no checkpointed stages; set it false, or lower "
+             "data.batch_size (with trainer.accum_steps) to save memory")
+    if m.classifier_init == "released":
+        fail(f"model.classifier_init=released is FishNet's released initialisation; {m.name} takes auto "
+             "(torchvision's) or zeros")
+    if m.zero_init_residual and family == "densenet":
+        fail(f"model.zero_init_residual: {m.name} has no residual blocks to start at zero; set it false")
 
 
 DATA_FORMATS = ("folder", "shards")

@@ -56,6 +56,12 @@ def real_top1(top1: list[int | None], sets: list[list[int]]) -> tuple[float, int
     return 100.0 * sum(p in s for p, s in scored) / max(len(scored), 1), len(scored)
 
 
+def real_top5(top5: list[list[int] | None], sets: list[list[int]]) -> float:
+    """ReaL top-5 (percent), over the images ``real_top1`` counts: right when any of the five is in the set."""
+    scored = [(p, s) for p, s in zip(top5, sets) if s and p is not None]
+    return 100.0 * sum(any(c in s for c in p) for p, s in scored) / max(len(scored), 1)
+
+
 def read_class_subset(path: str) -> list[str]:
     """Class folder names (wnids), one per line; blank lines and ``#`` comments are ignored."""
     if not os.path.isfile(path):

@@ -14,7 +14,6 @@ from ..data import BatchPreprocess, Split, build_val_loader
 from ..errors import UserError
 from ..inference import fuse_for_inference, inference_compiler
 from ..inference.views import ClassSubset, FlipAverage
-from ..models import FishNet
 from ..models.weights import check_checkpoint_exists
 from ..processes.distributed import DistInfo, broadcast_object, init_distributed, shutdown
 from ..processes.runtime import configure_process, settings_for
@@ -23,7 +22,7 @@ from ..training.build import check_model_name, effective_amp
 from ..training.evaluate import EvalResult, evaluate
 from ..training.guards import eval_memory_message, out_of_memory_hint
 from ..validation import check_options
-from .eval_labels import read_class_subset, read_real_labels, real_label_sets, real_top1, subset_outputs
+from .eval_labels import read_class_subset, read_real_labels, real_label_sets, real_top1, real_top5, subset_outputs
 from .eval_sets import EvalSet, read_set_split, resolve_set, timm_info_file
 from .eval_tracking import results_summary, track_results
 from .trained_model import (
@@ -77,10 +76,12 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
             real = real_label_sets(read_real_labels(labels), split, labels)
         model = build_trained_model(ckpt, options.model.num_classes)
         result = evaluate_split(options, model, data, split, info, reporter, outputs, keep_predictions=bool(real))
-        extra = {**protocol_record(e, eval_set), "processes": info.world_size}
+        extra = {**protocol_record(e, eval_set), "val_resize": data.val_resize, "val_crop": data.val_crop,
+                 "processes": info.world_size}
         if real is not None:
-            top1 = [classes[0] if target >= 0 else None for target, classes, _ in result.predictions]
-            extra["real_top1"], extra["real_images"] = real_top1(top1, real)
+            top5 = [list(classes) if target >= 0 else None for target, classes, _ in result.predictions]
+            extra["real_top1"], extra["real_images"] = real_top1([p[0] if p else None for p in top5], real)
+            extra["real_top5"] = real_top5(top5, real)
         if info.is_main:
             write_outputs(options, run_dir, ckpt.arch, split.classes, split.paths(), result, extra)
         reporter.info(f"{ckpt.arch} on {eval_set.name} ({result.images} images): top1 {result.top1:.2f}  "
@@ -112,7 +113,7 @@ def protocol_record(e: EvalOptions, eval_set: EvalSet) -> dict[str, Any]:
             "tta": e.tta, "class_subset": os.path.abspath(e.class_subset) if e.class_subset else None}
 
 
-def evaluate_split(options: EvalConfig, model: FishNet, data: DataConfig, split: Split, info: DistInfo,
+def evaluate_split(options: EvalConfig, model: nn.Module, data: DataConfig, split: Split, info: DistInfo,
                    reporter: Reporter, outputs: list[int] | None = None, keep_predictions: bool = False) -> EvalResult:
     """The model's inference copy (folded, Winograd on the CPU, flip-averaged and restricted to the class
     subset's ``outputs`` if asked, compiled if asked) over this process's shard."""
@@ -139,8 +140,6 @@ def write_outputs(options: EvalConfig, run_dir: str, arch: str, classes: list[st
     summary = {"top1": r.top1, "top5": r.top5, "loss": r.loss, "images": r.images, "classes": len(classes),
                "model": arch, "checkpoint": os.path.abspath(options.checkpoint), "skipped_images": len(r.skipped),
                **(extra or {})}
-    with open(os.path.join(run_dir, "eval.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     with open(os.path.join(run_dir, "per_class.csv"), "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["class_index", "class", "images", "correct", "top1"])
@@ -149,6 +148,11 @@ def write_outputs(options: EvalConfig, run_dir: str, arch: str, classes: list[st
             out.writerow([i, name, total, correct, f"{100.0 * correct / total:.4f}" if total else ""])
     if options.eval.predictions:
         write_predictions(options.eval.predictions, paths, r.predictions)
+    # Last and whole (a rename): its presence says the evaluation finished (fishnet-compare resumes by it).
+    staged = os.path.join(run_dir, ".eval.json.tmp")
+    with open(staged, "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(staged, os.path.join(run_dir, "eval.json"))
 
 
 def write_predictions(path: str, paths: list[str], predictions: list[tuple]) -> None:

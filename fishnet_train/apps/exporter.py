@@ -7,11 +7,11 @@ import os
 from typing import Iterable
 
 import torch
+from torch import nn
 
 from ..config import DataConfig, ExportConfig
 from ..errors import UserError
 from ..inference import export as formats
-from ..models import FishNet
 from ..models.weights import WEIGHTS_FORMAT, check_checkpoint_exists, weights_metadata
 from ..reporting import Reporter
 from ..training.build import check_model_name
@@ -70,7 +70,7 @@ def unchecked_path(output: str) -> str:
     return os.path.join(folder, f".{stem}.unchecked{suffix}")
 
 
-def write_export(fmt: str, ckpt: LoadedCheckpoint, data: DataConfig, model: FishNet, path: str, opset: int) -> None:
+def write_export(fmt: str, ckpt: LoadedCheckpoint, data: DataConfig, model: nn.Module, path: str, opset: int) -> None:
     if fmt == "safetensors":
         weights = formats.safetensors_bytes(ckpt.state, metadata(ckpt, data))
         write_atomic(path, lambda f: f.write(weights))
@@ -95,7 +95,7 @@ def metadata(ckpt: LoadedCheckpoint, data: DataConfig) -> dict[str, str]:
     return weights_metadata(values)
 
 
-def check_export(options: ExportConfig, path: str, model: FishNet, data: DataConfig) -> str:
+def check_export(options: ExportConfig, path: str, model: nn.Module, data: DataConfig) -> str:
     """The exported file read back and run on two batch and input sizes: one line saying how close it came."""
     if options.format == "safetensors":
         exported = build_trained_model(load_checkpoint(path, options.model.name))
@@ -105,7 +105,7 @@ def check_export(options: ExportConfig, path: str, model: FishNet, data: DataCon
         return "check: the safetensors file reads back with bit-identical weights"
     run = formats.run_onnx if options.format == "onnx" else formats.run_program
     generator = torch.Generator().manual_seed(1)
-    worst, sizes = 0.0, formats.check_sizes(data.val_crop)
+    worst, sizes = 0.0, formats.check_sizes(data.val_crop, model)
     for batch, size in sizes:
         images = torch.randn(batch, 3, size, size, generator=generator)
         with torch.no_grad():

@@ -11,8 +11,8 @@ import torch
 
 from ..config import DataConfig
 from ..errors import CheckpointError, UserError, naming_option
-from ..models import FishNet, create_model, infer_arch, list_models, load_weights, read_checkpoint
-from ..models.weights import CLASSIFIER_PREFIX, WEIGHTS_FORMAT, extract_state_dict
+from ..models import Network, classifier_prefix, create_model, infer_arch, list_models, load_weights, read_checkpoint
+from ..models.weights import WEIGHTS_FORMAT, extract_state_dict
 from ..training.checkpoint import FORMAT
 from ..validation import check_data
 from .eval_sets import IMAGENET_CLASSES, imagenet_wnids
@@ -39,13 +39,13 @@ def load_checkpoint(path: str, arch: str | None, ema: bool = False) -> LoadedChe
     else inferred from the keys)."""
     raw = read_checkpoint(path)
     state = extract_state_dict(raw, ema, path)
-    if CLASSIFIER_PREFIX + "weight" not in state:
-        raise CheckpointError(
-            f"{path} has no classifier weights ({CLASSIFIER_PREFIX}weight); is it a FishNet checkpoint?")
     saved_arch = raw.get("arch") if isinstance(raw.get("arch"), str) else None
     arch_given = arch is not None
     if arch is None:
         arch = saved_arch if saved_arch in list_models() else infer_arch(state)
+    classifier = f"{classifier_prefix(arch)}weight"
+    if classifier not in state:
+        raise CheckpointError(f"{path} has no classifier weights ({classifier}); is it a checkpoint of {arch}?")
     data: dict[str, Any] = {}
     if raw.get("format") == FORMAT and isinstance(raw.get("config"), dict):
         data = raw["config"].get("data", {})
@@ -54,7 +54,7 @@ def load_checkpoint(path: str, arch: str | None, ema: bool = False) -> LoadedChe
     classes = raw.get("classes")
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         classes = None
-    num_classes = state[CLASSIFIER_PREFIX + "weight"].shape[0]
+    num_classes = state[classifier].shape[0]
     if classes is not None and len(classes) != num_classes:
         raise CheckpointError(f"{path} lists {len(classes)} class names for a classifier of {num_classes} classes")
     tracking: dict[str, Any] = {}
@@ -75,7 +75,7 @@ def inference_data(data: DataConfig, ckpt: LoadedCheckpoint, overridden: set[str
     return merged
 
 
-def build_trained_model(ckpt: LoadedCheckpoint, num_classes: int | None = None) -> FishNet:
+def build_trained_model(ckpt: LoadedCheckpoint, num_classes: int | None = None) -> Network:
     """The checkpoint's model with its weights, in eval mode (``num_classes`` must be the file's)."""
     if num_classes is not None and num_classes != ckpt.num_classes:
         raise CheckpointError(f"{ckpt.path} predicts {ckpt.num_classes} classes, not model.num_classes={num_classes}; "

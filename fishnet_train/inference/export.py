@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..models.fishnet import FishNet
+from ..models.baselines import ResNet
 from .fuse import fuse_for_inference
 
 MAX_BATCH = 4096
@@ -28,7 +28,7 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str
     return save({k: v.detach().contiguous() for k, v in state.items()}, metadata=metadata)
 
 
-def export_graph_model(model: FishNet) -> nn.Module:
+def export_graph_model(model: nn.Module) -> nn.Module:
     """What the ONNX and torch.export graphs hold: the model's inference copy with BatchNorms folded."""
     return fuse_for_inference(model, winograd=False)
 
@@ -67,19 +67,23 @@ def run_program(path: str, images: torch.Tensor) -> torch.Tensor:
         return torch.export.load(path).module()(images)
 
 
-def deepest_size(size: int) -> int:
-    """The height of FishNet's deepest (stride-32) features for an input of ``size`` px."""
-    size = (size - 1) // 2 + 1  # stem: 3x3 convolution, stride 2
+def deepest_size(size: int, model: nn.Module) -> int:
+    """The height of the model's deepest (stride-32) features for an input of ``size`` px."""
+    size = (size - 1) // 2 + 1  # stem: a convolution, stride 2
     size = (size - 1) // 2 + 1  # 3x3 max pooling, stride 2
-    return max(1, size // 8)  # three 2x2 max poolings
+    if isinstance(model, ResNet):  # three 3x3 convolutions of stride 2, padded: they round up
+        for _ in range(3):
+            size = (size - 1) // 2 + 1
+        return size
+    return max(1, size // 8)  # FishNet, DenseNet: three 2x2 poolings, rounding down
 
 
-def check_sizes(size: int) -> list[tuple[int, int]]:
+def check_sizes(size: int, model: nn.Module) -> list[tuple[int, int]]:
     """(batch, px) pairs to run an export at: its own size, and another batch at another size that a
     torch.export program exported at ``size`` takes (its deepest features 1x1 exactly when size's are)."""
-    tiny = deepest_size(size) == 1
-    other = next(s for s in (size + 16, size - 8, size + 1, size - 1)
-                 if s >= 32 and (deepest_size(s) == 1) == tiny)
+    tiny = deepest_size(size, model) == 1
+    other = next(s for s in (size + 16, size - 8, size + 1, size - 1, size)  # ResNet at 32: 32 alone
+                 if s >= 32 and (deepest_size(s, model) == 1) == tiny)
     return [(2, size), (3, other)]
 
 

@@ -6,9 +6,10 @@ import copy
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models import resnet as tv_resnet
 
+from ..models.baselines import ResNet
 from ..models.blocks import Bottleneck
-from ..models.fishnet import FishNet
 from .winograd import WinogradConv2d, winograd_eligible
 
 
@@ -34,9 +35,10 @@ def _use_winograd(module: nn.Module) -> None:
             _use_winograd(child)
 
 
-def fuse_for_inference(model: FishNet, winograd: bool = True) -> FishNet:
+def fuse_for_inference(model: nn.Module, winograd: bool = True) -> nn.Module:
     """A copy of ``model`` in eval mode with conv->BN pairs folded (outputs equal up to float
-    rounding). Pre-activation BNs (BN->ReLU->conv) cannot fold and stay as they are.
+    rounding). Pre-activation BNs (BN->ReLU->conv: FishNet's blocks' first, all of DenseNet's) cannot fold
+    and stay as they are; ResNet's follow their convolutions and all fold.
 
     ``winograd``: on the CPU, run the 3x3 convolutions with 128+ channels by Winograd
     F(4x4, 3x3) (``winograd.py``; equal up to float rounding). GPU libraries choose their
@@ -47,6 +49,11 @@ def fuse_for_inference(model: FishNet, winograd: bool = True) -> FishNet:
         if isinstance(module, Bottleneck):
             _fold_pair(module, "conv1", "bn2")
             _fold_pair(module, "conv2", "bn3")
+        elif isinstance(module, tv_resnet.Bottleneck):
+            for i in (1, 2, 3):
+                _fold_pair(module, f"conv{i}", f"bn{i}")
+        elif isinstance(module, ResNet):
+            _fold_pair(module, "conv1", "bn1")
         elif isinstance(module, nn.Sequential):
             _fold_sequential(module)
     if winograd:

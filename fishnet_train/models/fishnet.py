@@ -75,6 +75,8 @@ class FishNet(nn.Module):
     (``feature_channels``); ``forward`` adds the classifier.
     """
 
+    classifier_prefix = CLASSIFIER_PREFIX
+
     def __init__(
         self,
         residual_blocks: Sequence[int],

@@ -12,16 +12,19 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .fishnet import CLASSIFIER_PREFIX
 from .registry import create_model, list_models
 from .released import is_released_layout, released_to_ours
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
 _SHOWN = 5
+BN_COUNT = ".num_batches_tracked"
 M = TypeVar("M", bound=nn.Module)
 SAFETENSORS_SUFFIX = ".safetensors"
 WEIGHTS_FORMAT = "fishnet-train-weights/1"  # the metadata "format" of fishnet-export's safetensors files
 _TEXT_METADATA = ("format", "arch")  # stored as they are; every other metadata value is JSON
+# torchvision's released DenseNet files name a dense layer's parts "norm.1", "conv.2": today's "norm1", "conv2".
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def check_checkpoint_exists(path: str | os.PathLike) -> None:
@@ -106,7 +109,12 @@ def extract_state_dict(obj: Mapping[str, Any], ema: bool = False, path: str = "t
             raise CheckpointError(f"released-layout checkpoint has {len(unknown)} unknown keys, "
                                   f"e.g. {unknown[:_SHOWN]}")
         return state
-    return {_strip_wrappers(k): v for k, v in state.items()}
+    return {_renamed_densenet_key(_strip_wrappers(k)): v for k, v in state.items()}
+
+
+def _renamed_densenet_key(key: str) -> str:
+    match = _OLD_DENSENET_KEY.match(key)
+    return match.group(1) + match.group(2) if match else key
 
 
 def _strip_wrappers(key: str) -> str:
@@ -137,15 +145,18 @@ def load_weights(
     else:
         source = extract_state_dict(read_checkpoint(path_or_state_dict))
     target = model.state_dict()
+    # Files saved before PyTorch 0.4.1 (torchvision's released ResNets and DenseNets) have no BatchNorm step counts.
+    source = {**{k: v for k, v in target.items() if k.endswith(BN_COUNT) and k not in source}, **source}
+    classifier = str(getattr(model, "classifier_prefix"))
     if skip_classifier:
-        source = {k: v for k, v in source.items() if not k.startswith(CLASSIFIER_PREFIX)}
-        target = {k: v for k, v in target.items() if not k.startswith(CLASSIFIER_PREFIX)}
-    _check_match(source, target)
+        source = {k: v for k, v in source.items() if not k.startswith(classifier)}
+        target = {k: v for k, v in target.items() if not k.startswith(classifier)}
+    _check_match(source, target, classifier)
     model.load_state_dict(source, strict=not skip_classifier)
     return model
 
 
-def _check_match(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> None:
+def _check_match(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], classifier: str) -> None:
     missing = [k for k in target if k not in source]
     unexpected = [k for k in source if k not in target]
     shapes = [
@@ -163,10 +174,10 @@ def _check_match(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.
         return
     parts = "; ".join(f"{label} (e.g. {', '.join(items[:_SHOWN])})" for label, items in problems)
     hint = ""
-    if any(s.startswith(CLASSIFIER_PREFIX) for s in shapes):
+    if any(s.startswith(classifier) for s in shapes):
         hint = "; the class counts differ: set model.num_classes to match, or fine-tune with skip_classifier"
     elif missing or unexpected:
-        hint = "; is it a checkpoint of another model? (fishnet99/150/201 differ in depth)"
+        hint = "; is it a checkpoint of another model? (the depths of one family differ, e.g. fishnet99/150/201)"
     raise CheckpointError(f"checkpoint does not fit the model: {parts}{hint}")
 
 

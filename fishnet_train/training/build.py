@@ -12,8 +12,8 @@ from ..config import SQRT_SCALED_OPTIMIZERS, DataConfig, ModelConfig, OptimConfi
 from ..data import BatchPreprocess, Split, TrainSampler, build_train_loader, build_val_loader
 from ..data.indexing import check_data_root
 from ..errors import UserError, naming_option
-from ..models import FishNet, create_model, list_models, load_weights, read_checkpoint
-from ..models.weights import CLASSIFIER_PREFIX, check_checkpoint_exists, extract_state_dict
+from ..models import Network, create_model, list_models, load_weights, read_checkpoint
+from ..models.weights import check_checkpoint_exists, extract_state_dict
 from ..processes.distributed import DistInfo
 from ..validation import check_batch_split
 from .checkpoint import check_resume_option
@@ -86,7 +86,7 @@ def resolve_num_classes(configured: int | None, classes: list[str], root: str) -
     return configured
 
 
-def build_model(options: ModelConfig, num_classes: int) -> FishNet:
+def build_model(options: ModelConfig, num_classes: int) -> Network:
     """The configured model (its name was checked by ``check_inputs``)."""
     assert options.name is not None  # validation.check_model
     return create_model(options.name, num_classes=num_classes, drop_rate=options.drop_rate,
@@ -98,8 +98,9 @@ def load_pretrained(model: nn.Module, path: str, ema: bool = False) -> bool:
     """Weights only (``ema``: a checkpoint's EMA weights): ours, released or safetensors; returns whether
     the classifier was left as initialised (the file's has another class count)."""
     state = extract_state_dict(read_checkpoint(path), ema, path)
-    fc = state.get(CLASSIFIER_PREFIX + "weight")
-    skip = fc is not None and fc.shape != model.state_dict()[CLASSIFIER_PREFIX + "weight"].shape
+    key = f"{model.classifier_prefix}weight"
+    fc = state.get(key)
+    skip = fc is not None and fc.shape != model.state_dict()[key].shape
     load_weights(model, state, skip_classifier=skip)
     return skip
 

@@ -1,12 +1,13 @@
 """An exponential moving average of the weights (torch's AveragedModel), saved in the checkpoint."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..models import FishNet, load_weights
+from ..models import Network, load_weights
 
 
 class WeightAverage:
@@ -16,18 +17,16 @@ class WeightAverage:
     torchvision's references reset it, so the average starts from the first weights after the warmup
     rather than remembering the warmup's."""
 
-    def __init__(self, model: FishNet, decay: float, every_steps: int, warmup_steps: int = 0) -> None:
+    def __init__(self, model: nn.Module, decay: float, every_steps: int, warmup_steps: int = 0) -> None:
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self.averaged.requires_grad_(False)
         self.every_steps, self.warmup_steps = every_steps, warmup_steps
 
     @property
-    def model(self) -> FishNet:
-        module = self.averaged.module
-        assert isinstance(module, FishNet)
-        return module
+    def model(self) -> Network:
+        return cast(Network, self.averaged.module)
 
-    def after_step(self, model: FishNet, step: int) -> None:
+    def after_step(self, model: nn.Module, step: int) -> None:
         """``step``: optimiser steps done so far (the step just taken was a warmup step if ``step <= warmup_steps``)."""
         if step % self.every_steps == 0:
             self.averaged.update_parameters(model)

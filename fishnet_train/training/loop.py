@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import LossConfig
 from ..data import BatchPreprocess, DevicePrefetcher
 from ..data.augment import BatchAugment, batch_seed
-from ..models import FishNet
+from ..models import Network
 from ..processes.distributed import all_reduce_mean
 from ..processes.signals import Preempted, StopRequest
 from ..reporting import Reporter
@@ -48,7 +48,7 @@ class LoopOptions:
 
 @dataclass(frozen=True)
 class StepParts:
-    model: FishNet  # the plain model, whose state dict is saved
+    model: Network  # the plain model, whose state dict is saved
     step_model: nn.Module  # what runs: DDP-wrapped and/or compiled
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler

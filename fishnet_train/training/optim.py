@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from ..config import OptimConfig
-from ..models.fishnet import CLASSIFIER_PREFIX
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
@@ -19,10 +18,11 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     other than 1, all but the classifier's final layer train at that fraction of the rate. ``model``
     is the plain model (not DDP-wrapped or compiled: those prefix the names)."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    classifier = str(getattr(model, "classifier_prefix"))
     for name, p in model.named_parameters():
         if p.requires_grad:
             decay = decay_norm_and_bias or p.ndim > 1
-            scaled = backbone_lr_scale != 1.0 and not name.startswith(CLASSIFIER_PREFIX)
+            scaled = backbone_lr_scale != 1.0 and not name.startswith(classifier)
             groups.setdefault((decay, scaled), []).append(p)
     return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
              "lr_scale": backbone_lr_scale if scaled else 1.0}

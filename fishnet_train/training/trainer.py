@@ -18,7 +18,7 @@ from ..data.restart_markers import region_decoding_notes
 from ..data.transforms import progressive_crop
 from ..errors import naming_option
 from ..inference import fuse_for_inference
-from ..models import FishNet
+from ..models import Network
 from ..processes.distributed import (
     DistInfo, all_gather_objects, broadcast_buffers, broadcast_object, init_distributed, shutdown,
 )
@@ -143,11 +143,11 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     return Run(options, info, reporter, parts, loop, data, ckpt_dir, progress)
 
 
-def build_ema(m: ModelConfig, model: FishNet, warmup_steps: int) -> WeightAverage | None:
+def build_ema(m: ModelConfig, model: nn.Module, warmup_steps: int) -> WeightAverage | None:
     return WeightAverage(model, m.ema_decay, m.ema_every_steps, warmup_steps) if m.ema_decay is not None else None
 
 
-def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, reporter: Reporter) -> FishNet:
+def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, reporter: Reporter) -> Network:
     """The model as configured, with pretrained weights and SyncBatchNorm if asked, on the device."""
     m, t = options.model, options.trainer
     model = build_model(m, num_classes)
@@ -163,7 +163,7 @@ def model_on_device(options: TrainConfig, num_classes: int, info: DistInfo, repo
     if t.sync_bn and info.distributed and info.device.type != "cuda":  # torch's SyncBatchNorm runs on GPUs only
         reporter.warning("trainer.sync_bn needs GPUs; BatchNorm statistics stay per process on the CPU")
     elif t.sync_bn and info.distributed:
-        model = cast(FishNet, nn.SyncBatchNorm.convert_sync_batchnorm(model))  # converts the BNs in place
+        model = cast(Network, nn.SyncBatchNorm.convert_sync_batchnorm(model))  # converts the BNs in place
     return model.to(info.device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
 
 
@@ -217,7 +217,7 @@ def validate_epoch(run: Run, stop: StopRequest | None) -> tuple[EvalResult, Eval
     return val, ema_val
 
 
-def validate(run: Run, model: FishNet, desc: str = "val", stop: StopRequest | None = None) -> EvalResult:
+def validate(run: Run, model: Network, desc: str = "val", stop: StopRequest | None = None) -> EvalResult:
     """Val figures of ``model``'s current weights, computed exactly as fishnet-eval computes them. Each
     process's BN statistics differ slightly (DDP syncs them at the start of each step, then each updates
     its own): every rank takes rank 0's, the ones saved, so the figures are those of the checkpoint."""
