@@ -91,7 +91,9 @@ def check_unit_interval(key: str, value: float) -> None:
     check_number(key, value, 0.0, 1.0, high_open=True)
 
 
-BASELINE_FAMILIES = ("resnet", "densenet")  # the paper's baselines, as torchvision builds them
+# The paper's baselines and their families, as models/registry.py builds them (a test keeps the two equal).
+BASELINES = {**{f"resnet{n}": "resnet" for n in (50, 101, 152)},
+             **{f"densenet{n}": "densenet" for n in (121, 161, 169, 201)}}
 
 
 def check_model(m: ModelConfig, train: bool) -> None:
@@ -107,7 +109,7 @@ def check_model(m: ModelConfig, train: bool) -> None:
 
 def check_baseline_options(m: ModelConfig) -> None:
     """FishNet's own options, refused for ResNet and DenseNet rather than ignored (models/registry.py's lists)."""
-    family = next((f for f in BASELINE_FAMILIES if (m.name or "").startswith(f)), None)
+    family = BASELINES.get(m.name or "")
     if family is None:
         return
     if m.grad_checkpointing:
@@ -134,7 +136,7 @@ def check_data(d: DataConfig, val_sizes: bool = True) -> None:
     for key in ("train_crop", "val_crop", "val_resize"):
         size = getattr(d, key)
         if size < MIN_INPUT_SIZE:
-            fail(f"data.{key}={size} is below FishNet's smallest input ({MIN_INPUT_SIZE} px); "
+            fail(f"data.{key}={size} is below the models' smallest input ({MIN_INPUT_SIZE} px); "
                  f"use {MIN_INPUT_SIZE} or more")
         if size > MAX_INPUT_SIZE:
             fail(f"data.{key}={size} is larger than {MAX_INPUT_SIZE} px; use a size up to {MAX_INPUT_SIZE}")
@@ -286,7 +288,7 @@ def check_batch_norm_sizes(d: DataConfig, micro_batch: int) -> None:
     deepest = max(1, crop // 32) ** 2
     if micro_batch * deepest < 2:
         fail(f"a micro-batch of {micro_batch} image at a {crop} px training crop leaves BatchNorm one value per "
-             "channel at FishNet's deepest (1x1) features; raise data.batch_size (it is split over processes and "
+             "channel at the deepest (1x1) features; raise data.batch_size (it is split over processes and "
              "trainer.accum_steps) or use data.train_crop=64 or more")
 
 

@@ -45,6 +45,9 @@ MODULES: dict[str, list[str]] = {
     "tracking/sender": ["tests/tracking/test_sender.py"],
     "tracking/record": ["tests/tracking/test_record.py"],
     "tracking/checks": ["tests/tracking/test_checks.py"],
+    "apps/eval_sets": ["tests/apps/test_eval_sets.py"],
+    "models/baselines": ["tests/models/test_baselines.py"],
+    "apps/compare": ["tests/apps/test_compare.py"],
 }
 
 # mutmut's verdicts by the exit code it records for a mutant (mutmut.stats.status_by_exit_code).

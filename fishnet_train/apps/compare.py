@@ -49,6 +49,7 @@ class CompareOptions:
 
 def check_inputs(options: CompareOptions) -> dict[str, str]:
     """Every file and folder, and the name each set's rows get, before anything is evaluated."""
+    check_output(options.output)
     for path in options.checkpoints:
         if not os.path.isfile(path):
             raise UserError(f"checkpoint not found: {path} (check the path)")
@@ -61,7 +62,18 @@ def check_inputs(options: CompareOptions) -> dict[str, str]:
         if name in names.values():
             raise UserError(f"--sets: two folders are the same set ({name}); give each set once")
         names[root] = name
+    if options.real and "imagenet" not in names.values():
+        raise UserError("--real scores ImageNet val against ReaL's labels, but no --sets folder is ImageNet's "
+                        "(holding val/); add it, or drop --real")
     return names
+
+
+def check_output(output: str) -> None:
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(f"-o {output} is a file; give a folder for the tables (it is made if missing)")
+    parent = output if os.path.isdir(output) else os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UserError(f"-o {output}: cannot write into {parent}; give a folder you can write to")
 
 
 def set_label(root: str, detected: str) -> str:
@@ -105,14 +117,27 @@ def evaluate_all(options: CompareOptions, entries: list[Entry], sets: dict[str, 
     for entry in entries:
         for root, label in sets.items():
             run_dir = os.path.join(options.output, "runs", entry.name, label)
-            if os.path.isfile(os.path.join(run_dir, "eval.json")):
+            real = options.real and label == "imagenet"
+            config, overridden = eval_options(options, entry.path, root, real)
+            if finished(run_dir, config, overridden, real):
                 say(f"{entry.name} on {label}: done before, kept")
                 continue
             os.makedirs(run_dir, exist_ok=True)
-            real = options.real and label == "imagenet"
-            config, overridden = eval_options(options, entry.path, root, real)
             result = run_eval(config, run_dir, overridden)
             say(f"{entry.name} on {label}: top1 {result.top1:.2f}  top5 {result.top5:.2f}")
+
+
+def finished(run_dir: str, config: EvalConfig, overridden: list[str], real: bool) -> bool:
+    """Whether the pair's eval.json is there and is this evaluation's: the same checkpoint file, the sizes asked
+    for (``overridden``), and ReaL's figures if asked. Any other is evaluated again (and replaced)."""
+    try:
+        with open(os.path.join(run_dir, "eval.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    sizes = [key.split(".", 1)[1] for key in overridden]
+    return (record.get("checkpoint") == os.path.abspath(config.checkpoint) and (not real or "real_top1" in record)
+            and all(record.get(k) == getattr(config.data, k) for k in sizes))
 
 
 def read_results(output: str, entries: list[Entry], sets: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 from ..data import Split
 from ..errors import UserError
-from .eval_sets import IMAGENET_CLASSES, imagenet_wnids
+from .eval_sets import IMAGENET_CLASSES, VAL_FILE, imagenet_wnids
 from .trained_model import LoadedCheckpoint
-
-# ReaL's labels are in val-file order: they reach the images through their original names.
-VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.\w+$")
 
 
 def read_real_labels(path: str) -> list[list[int]]:

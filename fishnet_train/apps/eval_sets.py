@@ -4,6 +4,7 @@ those classes' logits) and ImageNet-Sketch (1000 wnid folders)."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -15,6 +16,8 @@ from ..data.indexing import check_data_root
 from ..errors import UserError
 
 IMAGENET_CLASSES = 1000
+# ImageNet val's file names, which ReaL's labels reach the images through.
+VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.\w+$")
 # What each set is scored on, as eval.json records it.
 PROTOCOLS = {
     "val": "data.root/val, top-1/top-5 over all classes",
@@ -26,8 +29,8 @@ PROTOCOLS = {
     "subset": "class folders, top-1/top-5 over the logits of eval.class_subset's classes",
 }
 _SUBSET_SETS = {"imagenet-a": "imagenet_a_synsets.txt", "imagenet-r": "imagenet_r_synsets.txt"}
-_EXPECTED = ("val/ (ImageNet val; ReaL with eval.real_labels), folders 0..999 (ImageNet-V2), the 200 wnid folders "
-             "of ImageNet-A or -R, or 1000 wnid folders (ImageNet-Sketch)")
+_EXPECTED = ("val/ (ImageNet val, or its 1000 wnid folders themselves; ReaL with eval.set=real), folders 0..999 "
+             "(ImageNet-V2), the 200 wnid folders of ImageNet-A or -R, or 1000 wnid folders (ImageNet-Sketch)")
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,17 @@ def detect_set(root: str) -> str:
     for name in _SUBSET_SETS:
         if set(names) == set(set_wnids(name)):
             return name
-    if set(names) == set(imagenet_wnids()):
-        return "imagenet-sketch"
+    if set(names) == set(imagenet_wnids()):  # ImageNet val's own folders, or Sketch's
+        return "val" if _holds_val_files(os.path.join(root, names[0])) else "imagenet-sketch"
     shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     raise UserError(f"data.root={root} holds {len(names)} folders ({shown or 'none'}), which is no known test set; "
                     f"expected {_EXPECTED}")
+
+
+def _holds_val_files(folder: str) -> bool:
+    """Whether a class folder's first file keeps ImageNet val's original name (Sketch's are its own)."""
+    first = min((e.name for e in os.scandir(folder) if e.is_file()), default="")
+    return VAL_FILE.search(first) is not None
 
 
 def resolve_set(data: DataConfig, requested: str, real_labels: str | None, class_subset: str | None) -> EvalSet:
@@ -103,6 +112,8 @@ def resolve_set(data: DataConfig, requested: str, real_labels: str | None, class
         return EvalSet("subset", os.path.join(data.root, "val") if has_val else data.root)
     name = detect_set(data.root) if requested == "auto" else requested
     if name in ("val", "real"):
+        if not has_val and detect_set_or_none(data.root) == "val":  # the val split's own folder
+            return EvalSet(_val_set_name(name, real_labels, None), data.root)
         check_data_root(data, ("val",))
         return EvalSet(_val_set_name(name, real_labels, None), os.path.join(data.root, "val"))
     if requested != "auto" and detect_set_or_none(data.root) != name:

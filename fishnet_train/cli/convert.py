@@ -1,4 +1,5 @@
-"""``fishnet-convert-checkpoint``: convert FishNet weights between the released layout and this project's.
+"""``fishnet-convert-checkpoint``: convert FishNet weights between the released layout and this project's
+(``--to ours`` also takes torchvision's ResNet and DenseNet files, their old DenseNet key names renamed).
 
     fishnet-convert-checkpoint IN OUT --to ours       # released -> {"model": state_dict, "arch": ...}
     fishnet-convert-checkpoint IN OUT --to released   # ours -> {"state_dict": module.fish.fish..., ...}
@@ -15,7 +16,7 @@ import sys
 import torch
 
 from ..errors import USER_ERROR_EXIT_CODE, UserError
-from ..models import infer_arch, ours_to_released, read_checkpoint
+from ..models import classifier_prefix, infer_arch, ours_to_released, read_checkpoint
 from ..models.weights import extract_state_dict
 from ..training.checkpoint import save_atomic
 
@@ -28,7 +29,10 @@ def convert(src: str, dst: str, to: str, trust: bool = False) -> str:
     state = extract_state_dict(raw)  # always our key layout
     arch = infer_arch(state)
     if to == "ours":
-        out = {"model": state, "arch": arch, "num_classes": state["classifier.fc.weight"].shape[0]}
+        out = {"model": state, "arch": arch, "num_classes": state[f"{classifier_prefix(arch)}weight"].shape[0]}
+    elif not arch.startswith("fishnet"):
+        raise UserError(f"{src} holds a {arch}: the released layout is FishNet's, and torchvision's own layout is "
+                        "the one its files already have; use --to ours")
     else:
         out = {"epoch": raw.get("epoch", 0) if isinstance(raw.get("epoch"), int) else 0, "arch": arch,
                "state_dict": ours_to_released(state), "best_prec1": 0.0, "optimizer": {}}

@@ -1,11 +1,12 @@
-"""A trained FishNet in the formats other tools read: safetensors weights, ONNX, ``torch.export`` programs.
+"""A trained model in the formats other tools read: safetensors weights, ONNX, ``torch.export`` programs.
 
 The ONNX and ``torch.export`` graphs are taken from the inference copy (``fuse_for_inference`` without
 Winograd: every BatchNorm that follows a convolution folded into it). Their batch (up to 4096), height
 and width are dynamic: FishNet resamples each skip to its partner's size, so sizes need not be
 multiples of 32. ONNX graphs take any size from 32 px. A torch.export program also keeps the
-guards its trace made, one of them on whether the deepest features are 1x1: exported at 61 px or
-more (ImageNet's 224) it takes 61 px and up, exported at 32-60 px it takes 32-60 px.
+guards its trace made, one of them on whether the deepest features are 1x1: a FishNet or DenseNet
+exported at 61 px or more (ImageNet's 224) takes 61 px and up, exported at 32-60 px it takes 32-60 px;
+a ResNet's padded stride-2 convolutions round up, so for it the line lies between 32 and 33 px.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import copy
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models import densenet as tv_densenet
 from torchvision.models import resnet as tv_resnet
 
 from ..models.baselines import ResNet
@@ -37,8 +38,8 @@ def _use_winograd(module: nn.Module) -> None:
 
 def fuse_for_inference(model: nn.Module, winograd: bool = True) -> nn.Module:
     """A copy of ``model`` in eval mode with conv->BN pairs folded (outputs equal up to float
-    rounding). Pre-activation BNs (BN->ReLU->conv: FishNet's blocks' first, all of DenseNet's) cannot fold
-    and stay as they are; ResNet's follow their convolutions and all fold.
+    rounding). Pre-activation BNs (BN->ReLU->conv: FishNet's blocks' first, DenseNet's first of each layer
+    and its transitions') cannot fold and stay as they are; ResNet's follow their convolutions and all fold.
 
     ``winograd``: on the CPU, run the 3x3 convolutions with 128+ channels by Winograd
     F(4x4, 3x3) (``winograd.py``; equal up to float rounding). GPU libraries choose their
@@ -54,6 +55,8 @@ def fuse_for_inference(model: nn.Module, winograd: bool = True) -> nn.Module:
                 _fold_pair(module, f"conv{i}", f"bn{i}")
         elif isinstance(module, ResNet):
             _fold_pair(module, "conv1", "bn1")
+        elif isinstance(module, tv_densenet._DenseLayer):  # its 1x1 bottleneck convolution feeds norm2
+            _fold_pair(module, "conv1", "norm2")
         elif isinstance(module, nn.Sequential):
             _fold_sequential(module)
     if winograd:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .fishnet import CLASSIFIER_PREFIX
 from .registry import create_model, list_models
 from .released import is_released_layout, released_to_ours
 
@@ -147,7 +148,7 @@ def load_weights(
     target = model.state_dict()
     # Files saved before PyTorch 0.4.1 (torchvision's released ResNets and DenseNets) have no BatchNorm step counts.
     source = {**{k: v for k, v in target.items() if k.endswith(BN_COUNT) and k not in source}, **source}
-    classifier = str(getattr(model, "classifier_prefix"))
+    classifier = str(getattr(model, "classifier_prefix", CLASSIFIER_PREFIX))  # a bare module: FishNet's names
     if skip_classifier:
         source = {k: v for k, v in source.items() if not k.startswith(classifier)}
         target = {k: v for k, v in target.items() if not k.startswith(classifier)}
@@ -183,9 +184,9 @@ def _check_match(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.
 
 def infer_arch(state: Mapping[str, torch.Tensor]) -> str:
     """The registered model whose parameter names match ``state``'s (for files without a usable ``arch``)."""
-    keys = set(state)
+    keys = {k for k in state if not k.endswith(BN_COUNT)}  # old files have no BatchNorm step counts
     for name in list_models():
         with torch.device("meta"):
-            if set(create_model(name).state_dict()) == keys:
+            if {k for k in create_model(name).state_dict() if not k.endswith(BN_COUNT)} == keys:
                 return name
     raise CheckpointError(f"the checkpoint's {len(keys)} tensors match none of {', '.join(list_models())}")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import OptimConfig
+from ..models.fishnet import CLASSIFIER_PREFIX
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
@@ -18,7 +19,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     other than 1, all but the classifier's final layer train at that fraction of the rate. ``model``
     is the plain model (not DDP-wrapped or compiled: those prefix the names)."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    classifier = str(getattr(model, "classifier_prefix"))
+    classifier = str(getattr(model, "classifier_prefix", CLASSIFIER_PREFIX))  # a bare module: FishNet's names
     for name, p in model.named_parameters():
         if p.requires_grad:
             decay = decay_norm_and_bias or p.ndim > 1

@@ -7,7 +7,9 @@ import sys
 import pytest
 import torch
 
-from fishnet_train.apps.compare import TIMM_COLUMNS, CompareOptions, compare
+from fishnet_train.apps.compare import (
+    TIMM_COLUMNS, CompareOptions, Entry, compare, read_results, set_label, write_tables,
+)
 from fishnet_train.apps.eval_sets import imagenet_wnids, set_wnids
 from fishnet_train.errors import UserError
 from fishnet_train.models import create_model
@@ -78,6 +80,16 @@ def test_each_set_gets_a_results_csv_in_timms_columns_and_the_summary_every_figu
     assert (out / "runs" / "fishnet99" / "imagenet-a" / "eval.json").stat().st_mtime_ns == kept
     assert (out / "runs" / "resnet50" / "imagenet-r" / "eval.json").exists()
 
+    root, checkpoints, sets = setup  # another resnet50 file in the same folder: its pairs are evaluated again
+    other = torchvision_file(tmp_path / "resnet50-other.pth")
+    lines.clear()
+    compare(CompareOptions((checkpoints[0], str(other)), sets[:1], str(out), batch_size=50, workers=2, device="cpu",
+                           val_resize=SIZE, val_crop=SIZE), lines.append)
+    assert lines[0] == "fishnet99 on imagenet-a: done before, kept"
+    assert lines[1].startswith("resnet50 on imagenet-a: top1")
+    record = json.loads((out / "runs" / "resnet50" / "imagenet-a" / "eval.json").read_text())
+    assert record["checkpoint"] == str(other)
+
 
 def test_without_matplotlib_the_tables_are_written_and_one_line_says_why_no_plot(setup, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
@@ -94,6 +106,35 @@ def test_the_same_set_twice_and_a_missing_checkpoint_are_refused_before_any_eval
     root, checkpoints, sets = setup
     with pytest.raises(UserError, match="two folders are the same set"):
         compare(CompareOptions(checkpoints, (sets[0], sets[0]), str(tmp_path / "o")))
+    with pytest.raises(UserError, match="--real scores ImageNet val .* no --sets folder is ImageNet's"):
+        compare(CompareOptions(checkpoints, sets, str(tmp_path / "o"), real=True))
+    (tmp_path / "file").touch()
+    with pytest.raises(UserError, match="-o .*file is a file; give a folder"):
+        compare(CompareOptions(checkpoints, sets, str(tmp_path / "file")))
     result = run_cli("fishnet-compare", str(tmp_path / "none.pt"), "--sets", sets[0], "-o", str(tmp_path / "o"))
     assert_user_error(result, "checkpoint not found")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("folder, detected, label", [
+    ("imagenetv2-matched-frequency-format-val", "imagenet-v2", "imagenetv2-matched-frequency"),
+    ("imagenetv2-threshold0.7-format-val", "imagenet-v2", "imagenetv2-threshold0.7"),
+    ("imagenetv2-top-images-format-val", "imagenet-v2", "imagenetv2-top-images"),
+    ("v2", "imagenet-v2", "imagenetv2"), ("imagenet", "val", "imagenet"), ("sketch", "imagenet-sketch", "sketch"),
+    ("imagenet-a", "imagenet-a", "imagenet-a"),
+])
+def test_each_set_is_named_as_timm_names_its_results_file(folder, detected, label):
+    assert set_label(f"/data/{folder}/", detected) == label
+
+
+def test_real_figures_become_the_imagenet_real_table(tmp_path):
+    entry = Entry("/c/best.pt", "fishnet99", 16_628_904, 4_264_000_000)
+    run = tmp_path / "runs" / "fishnet99" / "imagenet"
+    run.mkdir(parents=True)
+    run.joinpath("eval.json").write_text(json.dumps({
+        "top1": 70.0, "top5": 90.0, "real_top1": 77.5, "real_top5": 93.25, "val_resize": 256, "val_crop": 224}))
+    table = read_results(str(tmp_path), [entry], {"/data/imagenet": "imagenet"})
+    assert (table["imagenet-real"]["fishnet99"]["top1"], table["imagenet-real"]["fishnet99"]["top5"]) == (77.5, 93.25)
+    write_tables(str(tmp_path), [entry], table)
+    assert rows(tmp_path / "results-imagenet-real.csv")[1] == [
+        "fishnet99", "224", "77.500", "22.500", "93.250", "6.750", "16.63", "0.875", "bilinear"]

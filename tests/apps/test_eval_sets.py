@@ -179,3 +179,34 @@ def test_imagenet_r_and_sketch_are_recognised_and_scored(model, checkpoints, tmp
     result = eval_in_process(checkpoints["ours"], sketch, tmp_path / "eval_s", *SIZES)
     assert json.loads((tmp_path / "eval_s" / "eval.json").read_text())["set"] == "imagenet-sketch"
     assert (result.top1, result.top5) == pytest.approx((top1, top5)) and top1 == pytest.approx(300 / 1002)
+
+
+@pytest.mark.slow
+def test_real_without_a_label_file_scores_val_against_the_copy_timm_ships(tmp_path):
+    """ImageNet val laid out by wnid with its original names: ReaL top-1/top-5 against timm's real.json."""
+    labels = json.loads(Path(timm_info_file("imagenet_real_labels.json")).read_text())
+    wnids = imagenet_wnids()
+    for k in range(1000):  # one image per class folder: val image k + 1, whatever its original class
+        write_jpeg(tmp_path / "imagenet" / "val" / wnids[k] / f"ILSVRC2012_val_{k + 1:08d}.JPEG", k)
+    scored = [s for s in labels[:1000] if s]
+    counts = np.bincount([c for s in scored for c in s], minlength=1000)
+    favoured = tuple(int(c) for c in np.argsort(-counts, kind="stable")[:5])  # ReaL's commonest classes there
+    released = save_checkpoints(favouring_model(favoured), tmp_path / "ckpt")["released"]
+    top1 = 100.0 * sum(favoured[0] in s for s in scored) / len(scored)
+    top5 = 100.0 * sum(any(c in s for c in favoured) for s in scored) / len(scored)
+    assert 0 < top1 < top5
+    eval_in_process(released, tmp_path / "imagenet", tmp_path / "eval", *SIZES, "eval.set=real")
+    record = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert record["set"] == "real" and record["real_images"] == len(scored)
+    assert (record["real_top1"], record["real_top5"]) == pytest.approx((top1, top5))
+
+
+def test_imagenet_vals_own_folders_are_told_from_sketch_by_their_file_names(tmp_path):
+    from fishnet_train.apps.eval_sets import detect_set
+
+    for root, name in (("val", "ILSVRC2012_val_00000001.JPEG"), ("sketch", "sketch_1.JPEG")):
+        for wnid in imagenet_wnids():
+            (tmp_path / root / wnid).mkdir(parents=True)
+        (tmp_path / root / imagenet_wnids()[0] / name).touch()
+    assert detect_set(str(tmp_path / "val")) == "val"
+    assert detect_set(str(tmp_path / "sketch")) == "imagenet-sketch"

@@ -19,7 +19,7 @@ BASELINES = ["densenet121", *(pytest.param(name, marks=SLOW) for name in (
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_a_baseline_resumes_bit_identical_after_sigkill_then_evaluates_and_exports(image_folder, tmp_path, name):
-    model = [f"model={name}", "model.drop_rate=0.1"]
+    model = [f"model={name}", "model.drop_rate=0.1", "model.ema_decay=0.9"]
     reference, run_dir = tmp_path / "reference", tmp_path / "killed"
     assert_ok(train_cli(image_folder, reference, *EXACT, *model))
     proc = start_training(image_folder, run_dir, *EXACT, *model)
@@ -34,6 +34,7 @@ def test_a_baseline_resumes_bit_identical_after_sigkill_then_evaluates_and_expor
     state = saved_state(run_dir)
     assert state["arch"] == name
     assert_same_tensors(saved_state(reference)["model"], state["model"])
+    assert_same_tensors(saved_state(reference)["model_ema"], state["model_ema"])
 
     checkpoint = run_dir / "checkpoints" / "last.pt"
     out = tmp_path / "eval"
@@ -77,3 +78,20 @@ def test_fishnets_own_options_are_refused_for_a_baseline_before_any_work(image_f
     result = train_cli(image_folder, tmp_path / "run", "model=densenet121", "model.grad_checkpointing=true")
     assert_user_error(result, "model.grad_checkpointing is FishNet's: densenet121 has no checkpointed stages")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@SLOW
+def test_two_ranks_fine_tune_torchvisions_released_file_then_evaluate_to_its_figures(image_folder, tmp_path):
+    import torchvision
+
+    released = tmp_path / "resnet50-0676ba61.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), released)
+    run_dir = tmp_path / "run"
+    result = train_cli(image_folder, run_dir, *EXACT, "model=resnet50", f"model.pretrained={released}",
+                       "optim.backbone_lr_scale=0.1", "trainer.devices=2")
+    assert_ok(result)
+    assert f"loaded weights from {released} (classifier re-initialised for the new classes)" in result.stdout
+    out = tmp_path / "eval"
+    assert_ok(run_cli("fishnet-eval", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                      f"data.root={image_folder}", f"hydra.run.dir={out}", "data.workers=2"))
+    assert json.loads((out / "eval.json").read_text())["top1"] == pytest.approx(metrics(run_dir)[-1]["top1"])

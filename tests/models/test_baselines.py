@@ -122,7 +122,7 @@ def test_the_backbone_rate_spares_the_baselines_classifier():
     assert full_rate == {id(model.fc.weight), id(model.fc.bias)}
 
 
-@pytest.mark.parametrize("name, folded", [("resnet50", 53), ("densenet121", 1)])
+@pytest.mark.parametrize("name, folded", [("resnet50", 53), ("densenet121", 59)])  # DenseNet: stem, bottlenecks
 def test_inference_folds_every_batchnorm_that_follows_a_convolution(name, folded):
     model = create_model(name, num_classes=5).eval()
     for m in model.modules():
@@ -143,3 +143,25 @@ def test_the_export_check_sizes_follow_each_networks_rounding():
     assert check_sizes(32, resnet) == [(2, 32), (3, 32)]
     assert check_sizes(48, resnet) == [(2, 48), (3, 64)]
     assert check_sizes(48, densenet) == [(2, 48), (3, 40)]
+
+
+def test_convert_takes_torchvisions_files_to_ours_and_refuses_them_the_released_layout(tmp_path):
+    from fishnet_train.cli.convert import convert
+
+    reference = torchvision.models.densenet121(weights=None)
+    torch.save(old_densenet_keys(reference.state_dict()), tmp_path / "densenet121-a639ec97.pth")
+    assert convert(str(tmp_path / "densenet121-a639ec97.pth"), str(tmp_path / "ours.pt"), "ours") == "densenet121"
+    written = torch.load(tmp_path / "ours.pt", weights_only=True)
+    assert written["arch"] == "densenet121" and written["num_classes"] == 1000
+    assert torch.equal(written["model"]["features.denseblock1.denselayer1.norm1.weight"],
+                       reference.state_dict()["features.denseblock1.denselayer1.norm1.weight"])
+    with pytest.raises(UserError, match="the released layout is FishNet's"):
+        convert(str(tmp_path / "ours.pt"), str(tmp_path / "released.pt"), "released")
+    assert not (tmp_path / "released.pt").exists()
+
+
+def test_the_config_checks_know_the_registrys_baselines_and_families():
+    from fishnet_train.models import model_info
+    from fishnet_train.validation import BASELINES
+
+    assert BASELINES == {name: model_info(name).family for name in list_models() if not name.startswith("fishnet")}

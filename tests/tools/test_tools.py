@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,17 @@ def test_model_info_prints_parameters_macs_and_stage_shapes():
     result = run_tool("tools/model_info.py", "fishnet99", "--size", "225", "300")
     assert result.returncode == 0, result.stderr
     assert "16,628,904 parameters" in result.stdout
-    assert "head.2      (1, 2112, 7, 9)" in result.stdout
+    assert re.search(r"head\.2 +\(1, 2112, 7, 9\)", result.stdout)
+
+
+@pytest.mark.slow  # ten models counted
+def test_model_info_without_a_model_prints_the_table_of_all_ten():
+    result = run_tool("tools/model_info.py")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 10
+    assert "| densenet121 | 7,978,856 | 2.834 | 74.43 | 91.97 |" in rows
+    assert "| resnet50 | 25,557,032 | 4.089 | 76.13 | 92.86 |" in rows
 
 
 @pytest.mark.slow  # two tool processes
