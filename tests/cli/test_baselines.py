@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ..helpers import (
-    assert_ok, assert_same_tensors, assert_user_error, metrics, run_cli, saved_state, start_training, train_cli,
-    wait_for_step,
+    assert_ok, assert_same_tensors, assert_user_error, eval_in_process, metrics, run_cli, saved_state, start_training,
+    train_cli, wait_for_step,
 )
 
 EXACT = ["trainer.epochs=2", "trainer.max_steps_per_epoch=4", "data.batch_size=6", "trainer.checkpoint_every_steps=1"]
@@ -38,8 +38,7 @@ def test_a_baseline_resumes_bit_identical_after_sigkill_then_evaluates_and_expor
 
     checkpoint = run_dir / "checkpoints" / "last.pt"
     out = tmp_path / "eval"
-    assert_ok(run_cli("fishnet-eval", f"checkpoint={checkpoint}", f"data.root={image_folder}", f"hydra.run.dir={out}",
-                      "data.workers=2"))
+    eval_in_process(checkpoint, image_folder, out)  # fishnet-eval's own code, in this process
     figures, last = json.loads((out / "eval.json").read_text()), metrics(run_dir)[-1]
     assert figures["model"] == name and figures["top1"] == pytest.approx(last["top1"])
     assert figures["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
