@@ -77,7 +77,7 @@ def independent_figures(model, root: Path, label_of, outputs=None):
     if outputs is not None:
         logits = logits[:, outputs]
     labels = torch.tensor([label_of(p.parent.name) for p in paths])
-    top5 = logits.topk(5, dim=1).indices
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
     top1 = 100.0 * (top5[:, 0] == labels).float().mean().item()
     top5_hit = 100.0 * (top5 == labels[:, None]).any(1).float().mean().item()
     return top1, top5_hit, dict(zip(map(str, paths), top5[:, 0].tolist()))
@@ -210,3 +210,16 @@ def test_imagenet_vals_own_folders_are_told_from_sketch_by_their_file_names(tmp_
         (tmp_path / root / imagenet_wnids()[0] / name).touch()
     assert detect_set(str(tmp_path / "val")) == "val"
     assert detect_set(str(tmp_path / "sketch")) == "imagenet-sketch"
+
+
+def test_a_class_subset_of_your_own_reads_the_class_folders_at_data_root(model, checkpoints, tmp_path):
+    """As ImageNet-R's folders unpack: no val/ above them."""
+    wnids = [imagenet_wnids()[k] for k in (FAVOURED[1], FAVOURED[3], 5)]
+    root = write_set(tmp_path / "mine", sorted(wnids), {wnids[0]: 2}, lambda f, i, s: f"art_{i}.jpg")
+    (tmp_path / "subset.txt").write_text("# my three\n" + "\n".join(wnids) + "\n")
+    outputs = [imagenet_wnids().index(w) for w in sorted(wnids)]
+    top1, top5, _ = independent_figures(model, root, sorted(wnids).index, outputs)
+    result = eval_in_process(checkpoints["ours"], root, tmp_path / "eval", *SIZES,
+                             f"eval.class_subset={tmp_path / 'subset.txt'}")
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["set"] == "subset"
+    assert (result.top1, result.top5) == pytest.approx((top1, top5)) and top1 == pytest.approx(60.0)
