@@ -17,7 +17,7 @@ from ..config import DataConfig, EvalConfig, EvalOptions, TrainerConfig
 from ..errors import UserError
 from ..models import create_model
 from ..models.complexity import multiply_accumulates
-from .eval_sets import detect_set
+from .eval_sets import detect_set, imagenet_wnids
 from .evaluator import run_eval
 from .trained_model import load_checkpoint
 
@@ -77,11 +77,20 @@ def check_output(output: str) -> None:
 
 
 def set_label(root: str, detected: str) -> str:
-    """The name of a set's results file, as timm names its own (``results-<label>.csv``)."""
+    """The name of a set's results file, as timm names its own (``results-<label>.csv``); a val split of
+    other classes than ImageNet's (your own dataset's) by its folder's name."""
     folder = os.path.basename(os.path.normpath(root))
     if detected == "imagenet-v2":  # three variants, named by their folders
         return folder.removesuffix("-format-val") if folder.startswith("imagenetv2-") else "imagenetv2"
+    if detected == "val" and not holds_imagenet_classes(root):
+        return folder
     return {"val": "imagenet", "imagenet-sketch": "sketch"}.get(detected, detected)
+
+
+def holds_imagenet_classes(root: str) -> bool:
+    val = os.path.join(root, "val")
+    folder = val if os.path.isdir(val) else root
+    return {e.name for e in os.scandir(folder) if e.is_dir()} == set(imagenet_wnids())
 
 
 def describe(paths: tuple[str, ...], size: int = 224) -> list[Entry]:

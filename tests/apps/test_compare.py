@@ -123,8 +123,14 @@ def test_the_same_set_twice_and_a_missing_checkpoint_are_refused_before_any_eval
     ("v2", "imagenet-v2", "imagenetv2"), ("imagenet", "val", "imagenet"), ("sketch", "imagenet-sketch", "sketch"),
     ("imagenet-a", "imagenet-a", "imagenet-a"),
 ])
-def test_each_set_is_named_as_timm_names_its_results_file(folder, detected, label):
-    assert set_label(f"/data/{folder}/", detected) == label
+def test_each_set_is_named_as_timm_names_its_results_file(folder, detected, label, tmp_path):
+    for wnid in imagenet_wnids() if detected == "val" else ():  # ImageNet's val: its 1000 classes
+        (tmp_path / folder / "val" / wnid).mkdir(parents=True)
+    assert set_label(f"{tmp_path / folder}/", detected) == label
+
+
+def test_a_val_split_of_your_own_classes_is_named_by_its_folder(image_folder):
+    assert set_label(str(image_folder), "val") == "data"
 
 
 def test_real_figures_become_the_imagenet_real_table(tmp_path):
