@@ -20,7 +20,8 @@ SQRT_SCALED_OPTIMIZERS = ("adamw", "lamb")  # optim.lr_base_batch scales their r
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # architecture: fishnet99 | fishnet150 | fishnet201 (eval, predict, export: null = the checkpoint's)
+    # architecture: fishnet99 | fishnet150 | fishnet201, or a baseline: resnet50 | resnet101 | resnet152 |
+    # densenet121 | densenet161 | densenet169 | densenet201 (eval, predict, export: null = the checkpoint's)
     name: Optional[str] = "fishnet150"
     num_classes: Optional[int] = 1000  # null = the dataset's (train) or the checkpoint's (eval)
     drop_rate: float = 0.0  # dropout before the classifier
@@ -29,7 +30,7 @@ class ModelConfig:
     # start from these weights (ours, released or safetensors); a classifier of another class count is
     # re-initialised
     pretrained: Optional[str] = None
-    freeze_backbone: bool = False  # linear probe: only the final 1x1 classifier trains
+    freeze_backbone: bool = False  # linear probe: only the final classifier layer trains
     zero_init_residual: bool = False  # each bottleneck's last conv starts at zero: every block starts as its shortcut
     ema_decay: Optional[float] = None  # EMA of the weights, decay per update; null = off
     ema_every_steps: int = 1  # optimizer steps between EMA updates
