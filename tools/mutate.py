@@ -45,7 +45,7 @@ MODULES: dict[str, list[str]] = {
     "tracking/sender": ["tests/tracking/test_sender.py"],
     "tracking/record": ["tests/tracking/test_record.py"],
     "tracking/checks": ["tests/tracking/test_checks.py"],
-    "apps/eval_sets": ["tests/apps/test_eval_sets.py"],
+    "apps/eval_sets": ["tests/apps/test_eval_sets.py", "tests/apps/test_eval_labels.py"],  # the latter: shards
     "models/baselines": ["tests/models/test_baselines.py"],
     "apps/compare": ["tests/apps/test_compare.py"],
 }

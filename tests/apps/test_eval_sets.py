@@ -223,3 +223,50 @@ def test_a_class_subset_of_your_own_reads_the_class_folders_at_data_root(model, 
                              f"eval.class_subset={tmp_path / 'subset.txt'}")
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["set"] == "subset"
     assert (result.top1, result.top5) == pytest.approx((top1, top5)) and top1 == pytest.approx(60.0)
+
+
+def folders(root: Path, names, first_file: str | None = "1.jpg") -> Path:
+    """Class folders only (a listing is all the set's recognition reads), a file in the first."""
+    for name in names:
+        (root / name).mkdir(parents=True)
+    if first_file:
+        (root / sorted(names)[0] / first_file).touch()
+    return root
+
+
+@pytest.mark.parametrize("requested, real, subset, name", [
+    ("auto", None, None, "val"), ("val", None, None, "val"), ("real", None, None, "real"),
+    ("auto", "real.json", None, "real"), ("val", "real.json", None, "real"), ("auto", None, "s.txt", "subset"),
+])
+def test_imagenet_val_is_named_by_what_is_scored_on_it(tmp_path, requested, real, subset, name):
+    from fishnet_train.apps.eval_sets import resolve_set
+    from fishnet_train.config import DataConfig
+
+    folders(tmp_path / "val", ["a", "b"])
+    chosen = resolve_set(DataConfig(root=str(tmp_path)), requested, real, subset)
+    assert (chosen.name, chosen.folder, chosen.subset) == (name, str(tmp_path / "val"), ())
+
+
+@pytest.mark.parametrize("name, layout", [
+    ("imagenet-v2", "class folders 0..999"), ("imagenet-a", "ImageNet-A's 200 wnid folders"),
+    ("imagenet-r", "ImageNet-R's 200 wnid folders"), ("imagenet-sketch", "ImageNet's 1000 wnid folders"),
+])
+def test_a_set_named_on_another_layout_is_refused_saying_what_it_expected(tmp_path, name, layout):
+    from fishnet_train.apps.eval_sets import resolve_set
+    from fishnet_train.config import DataConfig
+
+    other = "imagenet-r" if name == "imagenet-a" else "imagenet-a"
+    root = folders(tmp_path / other, set_wnids(other))
+    with pytest.raises(UserError, match=rf"^eval.set={name}: data.root=\S+ is not laid out as {name} \({layout}\); "):
+        resolve_set(DataConfig(root=str(root)), name, None, None)
+    chosen = resolve_set(DataConfig(root=str(root)), other, None, None)
+    assert (chosen.name, chosen.folder, chosen.subset) == (other, str(root), tuple(set_wnids(other)))
+
+
+def test_hidden_folders_and_an_empty_first_class_do_not_change_the_set(tmp_path):
+    from fishnet_train.apps.eval_sets import detect_set
+
+    root = folders(tmp_path / "imagenet-a", set_wnids("imagenet-a") + [".ipynb_checkpoints"], first_file=None)
+    assert detect_set(str(root)) == "imagenet-a"
+    sketch = folders(tmp_path / "sketch", imagenet_wnids(), first_file=None)
+    assert detect_set(str(sketch)) == "imagenet-sketch"
