@@ -97,6 +97,8 @@ def test_real_top1_scores_each_image_by_its_own_file_number_and_leaves_out_empty
     assert summary["real_images"] == 4
     assert summary["real_top1"] == pytest.approx(75.0)
     assert summary["images"] == 5 and summary["tta"] == "none"
+    assert (summary["set"], summary["set_folder"]) == ("real", str(data / "val"))
+    assert json.loads((tmp_path / "plain" / "eval.json").read_text())["set"] == "val"
 
 
 def test_real_labels_refuse_files_not_named_as_imagenet_val_and_a_short_label_file(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fishnet_train.apps.eval_sets import imagenet_wnids, set_wnids, timm_info_file
+from fishnet_train.apps.eval_sets import EvalSet, imagenet_wnids, set_wnids, timm_info_file
 from fishnet_train.errors import UserError
 from fishnet_train.models import create_model, ours_to_released
 from fishnet_train.training.checkpoint import FORMAT
@@ -210,6 +210,14 @@ def test_imagenet_vals_own_folders_are_told_from_sketch_by_their_file_names(tmp_
         (tmp_path / root / imagenet_wnids()[0] / name).touch()
     assert detect_set(str(tmp_path / "val")) == "val"
     assert detect_set(str(tmp_path / "sketch")) == "imagenet-sketch"
+    from fishnet_train.apps.eval_sets import resolve_set
+    from fishnet_train.config import DataConfig
+
+    val = DataConfig(root=str(tmp_path / "val"))
+    assert resolve_set(val, "auto", None, None) == EvalSet("val", str(tmp_path / "val"))
+    assert resolve_set(val, "real", None, None) == EvalSet("real", str(tmp_path / "val"))
+    with pytest.raises(UserError, match=r"data.root \S+/none is not a directory; point it at the test set's folder"):
+        resolve_set(DataConfig(root=str(tmp_path / "none")), "auto", None, None)
 
 
 def test_a_class_subset_of_your_own_reads_the_class_folders_at_data_root(model, checkpoints, tmp_path):
@@ -270,3 +278,12 @@ def test_hidden_folders_and_an_empty_first_class_do_not_change_the_set(tmp_path)
     assert detect_set(str(root)) == "imagenet-a"
     sketch = folders(tmp_path / "sketch", imagenet_wnids(), first_file=None)
     assert detect_set(str(sketch)) == "imagenet-sketch"
+
+
+def test_a_folder_of_other_folders_shows_three_of_them_and_says_if_there_are_more(tmp_path):
+    from fishnet_train.apps.eval_sets import detect_set
+
+    with pytest.raises(UserError, match=r"holds 3 folders \(a, b, c\), which"):
+        detect_set(str(folders(tmp_path / "three", ["a", "b", "c"])))
+    with pytest.raises(UserError, match=r"holds 4 folders \(a, b, c \.\.\.\), which"):
+        detect_set(str(folders(tmp_path / "four", ["a", "b", "c", "d"])))
