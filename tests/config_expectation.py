@@ -25,7 +25,7 @@ EPOCHS = 1
 LR = 0.002
 CROP = 32  # the demo's train_crop, val_resize and val_crop; the checkpoint's too
 ARCH = "fishnet99"  # the demo's model, and so the checkpoint's
-MIN_SIZE, MAX_SIZE = 32, 8192  # FishNet's smallest input; the largest size the docs allow
+MIN_SIZE, MAX_SIZE = 32, 8192  # the models' smallest input; the largest size the docs allow
 MAX_BATCH = 1 << 20
 MAX_SEED = 2**63 - 1
 

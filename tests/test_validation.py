@@ -12,7 +12,7 @@ from .helpers import compose_eval, compose_export, compose_predict, compose_trai
     (["optim.momentum=1.0"], r"optim.momentum must be in \[0, 1\), got 1.0"),
     (["optim.lr=-0.1"], "optim.lr must be zero or more"),
     (["optim.nesterov=true", "optim.momentum=0"], "optim.nesterov=true needs momentum"),
-    (["data.train_crop=31"], "data.train_crop=31 is below FishNet's smallest input"),
+    (["data.train_crop=31"], "data.train_crop=31 is below the models' smallest input"),
     (["data.train_crop=9223372036854775808"], "data.train_crop=9223372036854775808 is larger than 8192 px"),
     (["data.val_crop=300"], "data.val_crop=300 is larger than data.val_resize=256"),
     (["data.mean=[0.5,0.5]"], r"data.mean needs one value per RGB channel \(3\)"),
