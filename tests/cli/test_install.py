@@ -33,7 +33,11 @@ def test_wheel_install_runs_from_another_directory(image_folder, tmp_path):
     lines = help_text.stdout.splitlines()
     groups = dict(line.split(": ", 1) for line in lines if line.startswith(("experiment: ", "model: ")))
     assert {"demo", "fishnet150_paper", "paper"} <= set(groups["experiment"].split(", "))
-    assert groups["model"] == "fishnet150, fishnet201, fishnet99"
+    assert set(groups["model"].split(", ")) == {"fishnet99", "fishnet150", "fishnet201", "resnet50", "resnet101",
+                                                "resnet152", "densenet121", "densenet161", "densenet169",
+                                                "densenet201"}
+    assert {"resnet50_paper", "densenet121_paper"} <= set(groups["experiment"].split(", "))
+    assert run(str(target / "bin" / "fishnet-compare"), "--help").returncode == 0
     trained = run(str(target / "bin" / "fishnet-train"), *TINY_TRAIN, f"data.root={image_folder}",
                   "trainer.epochs=1", "trainer.max_steps_per_epoch=1")
     assert trained.returncode == 0, trained.stderr[-2000:]
