@@ -10,7 +10,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # setup.py builds the optional C extension (the training crop's region decoder): rebuilt when it changes.
-$(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard fishnet_train/data/_jpeg_*.[ch])
+$(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard fishnet_train/data/decoding/_jpeg_*.[ch])
 	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 
@@ -65,7 +65,7 @@ gpu-wheels: $(STAMP)
 	bash tools/gpu_wheels.sh
 
 bench: $(STAMP)
-	$(PY) tools/benchmark.py all --compiled --rounds 5 --root ../shared/data/imagenet-samples --json bench.json
+	$(PY) tools/benchmarks/benchmark.py all --compiled --rounds 5 --root ../shared/data/imagenet-samples --json bench.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs multirun demo_data bench.json site .whl gpu_check_out

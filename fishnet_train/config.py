@@ -161,6 +161,9 @@ class TrainConfig:
     """``fishnet-train``: every key below. The groups (``model=``, ``data=``, ``optim=``, ``schedule=``) and the
     ``experiment=`` presets set several at once (see Groups and presets)."""
 
+    # the run's name: its directory is outputs/train/<name> in every job and launcher, so the same command
+    # submitted again resumes it (Clusters); null = named by the launcher (SLURM job, torchrun id) or the time
+    name: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

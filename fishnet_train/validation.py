@@ -8,14 +8,16 @@ the data is indexed (``training.build.check_inputs``).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, NoReturn, Optional, Sequence
+import re
+from typing import Optional, Sequence
 
 from .config import (
     DataConfig, EvalConfig, ExportConfig, LossConfig, ModelConfig, OptimConfig, Options, ScheduleConfig, TrainConfig,
     TrainerConfig,
 )
-from .errors import UserError
 from .tracking.checks import check_tracking
+from .validation_apps import check_use_options
+from .validation_rules import check_choice, check_number, check_positive, check_unit_interval, fail
 MIN_INPUT_SIZE = 32  # models.fishnet.MIN_INPUT_SIZE (a test checks); here so that checks need no torch
 MAX_INPUT_SIZE = 8192  # beyond any image a FishNet is trained on; torch's resize overflows far above it
 MAX_SEED = 2**63 - 1
@@ -36,6 +38,7 @@ def check_options(options: Options, world_size: Optional[int] = None) -> None:
     if isinstance(options, (TrainConfig, EvalConfig)):
         check_tracking(options.tracking)
     if isinstance(options, TrainConfig):
+        check_run_name(options.name)
         check_optim(options.optim)
         check_schedule(options.schedule, options.optim, options.trainer.epochs, options.data.batch_size)
         check_loss(options.loss)
@@ -45,50 +48,17 @@ def check_options(options: Options, world_size: Optional[int] = None) -> None:
             check_batch_split(options.data.batch_size, world_size, options.trainer.accum_steps)
             check_batch_norm_sizes(options.data, options.data.batch_size // (world_size * options.trainer.accum_steps))
     else:
-        from .validation_apps import check_use_options  # it builds on the checks here
-
         check_use_options(options)
 
 
-def fail(message: str) -> NoReturn:
-    raise UserError(message)
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def check_choice(key: str, value: Any, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        fail(f"{key}={value!r} is not one of {', '.join(allowed)}")
-
-
-def check_number(key: str, value: Optional[float], low: float = -math.inf, high: float = math.inf,
-                 low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:
-    """``value`` finite and within the interval (``optional``: None passes)."""
-    if value is None and optional:
-        return
-    if value is None or not math.isfinite(value):
-        fail(f"{key} must be a finite number, got {value}")
-    below = value <= low if low_open else value < low
-    above = value >= high if high_open else value > high
-    if (below or above) and high == math.inf and low == 0:
-        fail(f"{key} must be {'positive' if low_open else 'zero or more'}, got {value}")
-    if below or above:
-        interval = f"{'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
-        fail(f"{key} must be in {interval}, got {value}")
-
-
-def _fmt(bound: float) -> str:
-    return "inf" if bound == math.inf else "-inf" if bound == -math.inf else f"{bound:g}"
-
-
-def check_positive(key: str, value: Optional[int], optional: bool = False, hint: str = "") -> None:
-    if value is None and optional:
-        return
-    if value is None or value <= 0:
-        fail(f"{key} must be positive{' or null' if optional else ''}, got {value}{hint}")
-
-
-def check_unit_interval(key: str, value: float) -> None:
-    check_number(key, value, 0.0, 1.0, high_open=True)
+def check_run_name(name: Optional[str]) -> None:
+    """A run's name is one directory below ``outputs/train``: no separator, no leading dot."""
+    if name is not None and not RUN_NAME.fullmatch(name):
+        fail(f"name={name!r}: a run name is one directory name of letters, digits, '.', '_' and '-' (up to 128, "
+             "starting with a letter or digit), e.g. name=fishnet150-paper")
 
 
 # The paper's baselines and their families, as models/registry.py builds them (a test keeps the two equal).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Union
 
 from .config import EvalConfig, EvalOptions, ExportConfig, PredictConfig, PredictOptions
-from .validation import check_choice, check_positive, fail
+from .validation_rules import check_choice, check_positive, fail
 
 # The names of fishnet-eval's test sets (apps/eval_sets.py, which needs torch, uses the same).
 EVAL_SETS = ("auto", "val", "real", "imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch")

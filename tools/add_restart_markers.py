@@ -30,8 +30,8 @@ def main() -> None:
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     # Imported once the arguments are known good: torch takes seconds to import.
-    from fishnet_train.data.jpeg_region import region_decoder_notice
-    from fishnet_train.data.restart_markers import ALREADY, DONE, KEPT, REWRITTEN, rewrite_tree
+    from fishnet_train.data.decoding.jpeg_region import region_decoder_notice
+    from fishnet_train.data.decoding.restart_markers import ALREADY, DONE, KEPT, REWRITTEN, rewrite_tree
     if region_decoder_notice() is not None:
         parser.error(region_decoder_notice())
     start = time.perf_counter()

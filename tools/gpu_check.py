@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 
 import torch  # noqa: E402
 from bench_gpu import bench_compiled_step, bench_host_sync, bench_loader, bench_steps, write_jpegs  # noqa: E402

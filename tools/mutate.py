@@ -34,7 +34,7 @@ MODULES: dict[str, list[str]] = {
     "data/samplers": ["tests/data/test_samplers.py"],
     "data/index": ["tests/data/test_index.py", "tests/data/test_shards.py", "tests/data/test_datasets.py"],
     "data/indexing": ["tests/data/test_indexing.py", "tests/data/test_indexing_in_process.py"],
-    "data/images": ["tests/data/test_images.py", "tests/data/test_jpeg_region.py"],
+    "data/decoding/images": ["tests/data/test_images.py", "tests/data/test_jpeg_region.py"],
     "data/transforms": ["tests/data/test_transforms.py", "tests/data/test_augment.py"],
     "apps/evaluator": ["tests/apps/test_evaluator.py"],
     "apps/predictor": ["tests/apps/test_predictor.py"],

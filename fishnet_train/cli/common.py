@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import math
 import os
+import re
 import sys
 from datetime import datetime
 from typing import Callable, Iterator
@@ -22,24 +23,41 @@ from ..config import Options, register_configs, to_options
 from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
 from ..processes.launch_env import env_ranks
 from ..processes.run_lock import RunDirLock, restart_wait_seconds
-from ..validation import check_options
+from ..validation import check_options, check_run_name
 
 
 @functools.cache  # one name per process: the lock taken before Hydra starts is on Hydra's directory
-def run_dir_name(base: str) -> str:
-    """``base/<id>``: the SLURM job (with the command line's hash) or torchrun run id when there is one, so
-    that every rank and every restart of the job lands in the same directory; else a timestamp. Ranks other
-    than 0 get ".": they learn rank 0's directory after joining the process group."""
+def run_dir_name(base: str, name: str | None = None) -> str:
+    """``base/<name>`` for a named run (``-<array task>`` added in a SLURM array), the same in every job that
+    runs it; unnamed, the torchrun run id or the SLURM job (with the command line's hash), so that every rank
+    and every restart of the job lands in the same directory; else a timestamp. Ranks other than 0 get ".":
+    they learn rank 0's directory after joining the process group."""
     ranks = env_ranks()
     if ranks is not None and ranks[0] != 0:
         return "."
-    if os.environ.get("SLURM_JOB_ID"):
-        name = slurm_run_name(os.environ["SLURM_JOB_ID"], os.environ.get("SLURM_ARRAY_TASK_ID"), sys.argv[1:])
-    elif os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none":
-        name = f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    array_task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if name is not None:
+        check_run_name(str(name))
+        return os.path.join(base, f"{name}-{array_task}" if array_task else str(name))
+    if chosen_rdzv_id():
+        leaf = f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    elif os.environ.get("SLURM_JOB_ID"):
+        leaf = slurm_run_name(os.environ["SLURM_JOB_ID"], array_task, sys.argv[1:])
     else:
-        name = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    return os.path.join(base, name)
+        leaf = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return os.path.join(base, leaf)
+
+
+RANDOM_RDZV_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def chosen_rdzv_id() -> bool:
+    """Whether torchrun names its run: ``--rdzv-id``. ``--standalone`` draws a random id at each launch,
+    which inside a SLURM job would lose the run at a requeue: there the job names it."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id == "none":
+        return False
+    return not (os.environ.get("SLURM_JOB_ID") and RANDOM_RDZV_ID.fullmatch(run_id))
 
 
 def slurm_run_name(job_id: str, array_task: str | None, args: list[str]) -> str:
@@ -86,10 +104,10 @@ def check_restartable(args: list[str]) -> None:
     would then start a fresh run instead of resuming."""
     restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
     named = os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none" or os.environ.get("SLURM_JOB_ID")
-    chosen = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
+    chosen = any(a.startswith(("name=", "hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
     if restarts > 0 and not named and not chosen:
         raise UserError("torchrun without --rdzv-id gives its workers no name to find their run by after a "
-                        "restart: pass --rdzv-id=<name> (or --standalone), or set hydra.run.dir=<dir>")
+                        "restart: name the run (name=<name>), or pass --rdzv-id=<id> (or --standalone)")
 
 
 @contextlib.contextmanager

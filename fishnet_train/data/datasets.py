@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..processes.signals import StopCheck, no_stop
-from .images import DECODE_ERRORS, EncodedImage, UndecodableError, open_image
+from .decoding.images import DECODE_ERRORS, EncodedImage, UndecodableError, open_image
 from .index import Split
 from .transforms import ValTransform
 from .workers import ForkingLoader

@@ -11,7 +11,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import UserError
 from .datasets import describe_failure
-from .images import DECODE_ERRORS, load_rgb
+from .decoding.images import DECODE_ERRORS, load_rgb
 from .workers import ForkingLoader
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from .augment import augment_image
-from .images import REDUCTIONS, EncodedImage
+from .decoding.images import REDUCTIONS, EncodedImage
 
 # data.train_decode: (DCT-domain reduction allowed, libjpeg-turbo's fast IDCT and upsampling)
 TRAIN_DECODES = {"exact": (False, False), "reduced": (True, False), "fast": (True, True)}

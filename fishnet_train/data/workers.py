@@ -68,7 +68,7 @@ class ForkingLoader(DataLoader):
     them: at each iterator, so that everything built before the first one (model, optimizer,
     checkpoint) is frozen. With ``ignore_stop_signals`` its workers leave them to this process."""
 
-    freeze_collector = True  # tools/bench_index.py turns it off to measure what it saves
+    freeze_collector = True  # tools/benchmarks/bench_index.py turns it off to measure what it saves
 
     def __init__(self, *args: Any, ignore_stop_signals: bool = False, **kwargs: Any) -> None:
         if kwargs.get("num_workers", 0) > 0:

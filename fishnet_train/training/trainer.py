@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import ModelConfig, TrainConfig, to_plain
 from ..data.augment import BatchAugment
 from ..data.indexing import index_data
-from ..data.restart_markers import region_decoding_notes
+from ..data.decoding.restart_markers import region_decoding_notes
 from ..data.transforms import progressive_crop
 from ..errors import naming_option
 from ..inference import fuse_for_inference
@@ -37,7 +37,7 @@ from .evaluate import EvalResult, EvaluationStopped, evaluate
 from .guards import eval_memory_message, out_of_memory_hint
 from .loop import EpochStats, LoopOptions, StepHook, StepParts, train_one_epoch
 from .optim import build_optimizer
-from .resume import resume
+from .resume import find_start, resume, start_line
 from .tracked import checkpoint_summary, run_outcome, start_tracking
 
 
@@ -109,6 +109,9 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
             stop: StopRequest | None = None) -> Run:
     options, lr_note = resolve_lr(options)
     t, d = options.trainer, options.data
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    start = find_start(t.resume, ckpt_dir, to_plain(options), info)
+    reporter.info(start_line(run_dir, start))
     reporter.info(configure_process(settings_for(t, info.rank, info.device)))
     if lr_note:
         reporter.info(lr_note)
@@ -126,8 +129,8 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     steps = min(data.train_sampler.batches_per_epoch, t.max_steps_per_epoch or data.train_sampler.batches_per_epoch)
     schedule = build_schedule(options.optim, options.schedule, steps, t.epochs)
     ema = build_ema(options.model, model, schedule.warmup_steps)
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    progress, tracked = resume(t.resume, ckpt_dir, model, optimizer, options.optim.name, scaler, ema, info, reporter)
+    progress, tracked = resume(start, t.resume, model, optimizer, options.optim.name, scaler, ema, data.classes, info,
+                               reporter)
     augment = BatchAugment(d.random_erase, d.mixup_alpha, d.cutmix_alpha, num_classes)
     parts = StepParts(model, step_model(model, info, t.compile), optimizer, scaler, schedule, data.preprocess,
                       info.device, augment if augment.active else None, ema)

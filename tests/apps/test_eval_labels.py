@@ -12,7 +12,7 @@ from timm.data import ImageNetInfo
 from fishnet_train.apps.eval_labels import read_real_labels, real_label_sets, real_top1, subset_outputs
 from fishnet_train.apps.trained_model import load_checkpoint
 from fishnet_train.data import SampleIndex, Split
-from fishnet_train.data.images import decode_rgb
+from fishnet_train.data.decoding.images import decode_rgb
 from fishnet_train.data.shards import write_split_shards
 from fishnet_train.data.transforms import BatchPreprocess, ValTransform
 from fishnet_train.errors import UserError

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from fishnet_train.apps.evaluator import check_eval_inputs
 from fishnet_train.config import to_options
 from fishnet_train.data import BatchPreprocess, ValTransform
-from fishnet_train.data.images import load_rgb
+from fishnet_train.data.decoding.images import load_rgb
 from fishnet_train.errors import CheckpointError, UserError
 from fishnet_train.models import create_model
 from fishnet_train.training.checkpoint import FORMAT

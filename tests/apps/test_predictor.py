@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from fishnet_train.apps.predictor import Prediction, prediction_table, run_predict, write_predictions
 from fishnet_train.config import to_options
 from fishnet_train.data import BatchPreprocess, ValTransform
-from fishnet_train.data.images import load_rgb
+from fishnet_train.data.decoding.images import load_rgb
 from fishnet_train.errors import CheckpointError, UserError
 from fishnet_train.models import create_model
 from fishnet_train.training.checkpoint import FORMAT

@@ -249,7 +249,7 @@ def test_a_killed_run_resumes_to_the_bytes_of_an_uninterrupted_one(sources, refe
 
 @pytest.mark.slow  # a benchmark of two command runs
 def test_the_benchmark_reports_speed_and_memory_for_each_worker_count():
-    result = subprocess.run([sys.executable, "tools/bench_prepare.py", "--classes", "2", "--per-class", "3",
+    result = subprocess.run([sys.executable, "tools/benchmarks/bench_prepare.py", "--classes", "2", "--per-class", "3",
                              "--val-per-class", "1", "--workers", "1", "2", "--repeats", "1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

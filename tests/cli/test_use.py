@@ -89,7 +89,7 @@ def test_eval_refuses_class_folders_named_otherwise_than_in_training(trained, tm
 @pytest.mark.parametrize("fmt, suffix", [("onnx", "onnx"), ("torch_export", "pt2")])
 def test_graph_exports_match_the_pytorch_model_on_real_images(trained, tmp_path, fmt, suffix):
     from fishnet_train.data import BatchPreprocess, ValTransform
-    from fishnet_train.data.images import load_rgb
+    from fishnet_train.data.decoding.images import load_rgb
     from fishnet_train.inference import export as formats
     from fishnet_train.models import create_model, load_weights
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from fishnet_train.data import ImageFolderDataset, ValTransform, collate, find_split, find_splits, scan_undecodable
-from fishnet_train.data.images import load_rgb
+from fishnet_train.data.decoding.images import load_rgb
 from fishnet_train.errors import UserError
 
 

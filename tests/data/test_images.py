@@ -8,7 +8,9 @@ import simplejpeg
 import torch
 from PIL import Image
 
-from fishnet_train.data.images import UndecodableError, decode_rgb, jpeg_frame, load_rgb, open_image, scale_box, to_rgb
+from fishnet_train.data.decoding.images import (
+    UndecodableError, decode_rgb, jpeg_frame, load_rgb, open_image, scale_box, to_rgb,
+)
 
 
 def jpeg_bytes(mode: str = "RGB", size=(40, 30), **save_kwargs) -> bytes:

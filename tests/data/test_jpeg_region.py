@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from fishnet_train.config import DataConfig
-from fishnet_train.data import jpeg_region
-from fishnet_train.data.images import UndecodableError, open_image, scale_box
+from fishnet_train.data.decoding import jpeg_region
+from fishnet_train.data.decoding.images import UndecodableError, open_image, scale_box
 from fishnet_train.data.loaders import build_train_loader
 from fishnet_train.data.samplers import TrainSampler
 from fishnet_train.data.transforms import TrainTransform, random_resized_crop_box
@@ -144,7 +144,7 @@ def test_a_file_libjpeg_warns_about_goes_the_whole_image_way():
 def test_the_train_transform_decodes_the_region_only_when_asked(monkeypatch):
     calls = []
     real = jpeg_region.decode_box
-    monkeypatch.setattr("fishnet_train.data.images.decode_box", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr("fishnet_train.data.decoding.images.decode_box", lambda *a: calls.append(a) or real(*a))
     image = open_image(jpeg(photo(300, 200), subsampling=2))
     whole_decode = TrainTransform(64, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.1, decode="fast")
     region_decode = TrainTransform(64, (0.08, 1.0), (3 / 4, 4 / 3), True, 0.1, decode="fast", region=True)
@@ -168,10 +168,10 @@ def test_data_region_decode_reaches_the_training_transform(tmp_path, region):
 def test_without_the_binding_the_whole_image_is_decoded_and_one_line_says_why():
     """As on a machine with no compiler or no libjpeg-turbo headers at install: the import fails."""
     code = (
-        "import sys, random; sys.modules['fishnet_train.data._jpeg_region'] = None\n"
-        "from fishnet_train.data import jpeg_region\n"
+        "import sys, random; sys.modules['fishnet_train.data.decoding._jpeg_region'] = None\n"
+        "from fishnet_train.data.decoding import jpeg_region\n"
         "from fishnet_train.data.transforms import TrainTransform\n"
-        "from fishnet_train.data.images import open_image\n"
+        "from fishnet_train.data.decoding.images import open_image\n"
         "assert not jpeg_region.region_decoding_available()\n"
         "print(jpeg_region.region_decoder_notice())\n"
         "image = open_image(sys.stdin.buffer.read())\n"

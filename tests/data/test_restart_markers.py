@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fishnet_train.data import jpeg_region
-from fishnet_train.data.images import open_image, scale_box
-from fishnet_train.data.restart_markers import ALREADY, DONE, KEPT, REWRITTEN, TEMPORARY, rewrite_tree
+from fishnet_train.data.decoding import jpeg_region
+from fishnet_train.data.decoding.images import open_image, scale_box
+from fishnet_train.data.decoding.restart_markers import ALREADY, DONE, KEPT, REWRITTEN, TEMPORARY, rewrite_tree
 
 from .test_jpeg_region import LAYOUTS, edge_boxes, jpeg, needs_binding, photo
 
@@ -179,7 +179,7 @@ def test_the_tool_refuses_bad_arguments_in_one_line(tmp_path, case, message):
 @needs_binding
 def test_the_log_suggests_the_rewrite_only_for_a_jpeg_split_without_the_markers(tmp_path):
     from fishnet_train.data.index import SampleIndex, Split
-    from fishnet_train.data.restart_markers import region_decoding_notes
+    from fishnet_train.data.decoding.restart_markers import region_decoding_notes
     files = mixed_folder(tmp_path / "train")
     jpegs = Split(str(tmp_path / "train"), ["a"], SampleIndex.from_pairs([(f"a/{name}.jpg", 0) for name in LAYOUTS]))
     pngs = Split(str(tmp_path / "train"), ["b"], SampleIndex.from_pairs([("b/picture.png", 0)] * 3))

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from fishnet_train.data.images import pil_to_tensor, scale_box
+from fishnet_train.data.decoding.images import pil_to_tensor, scale_box
 from fishnet_train.data.transforms import (
     PCA_EIGVAL, PCA_EIGVEC, BatchPreprocess, TrainTransform, ValTransform, crop_reduction, random_resized_crop_box,
 )
@@ -124,7 +124,7 @@ def test_lighting_adds_the_alexnet_pca_offset_per_image():
 def jpeg_image(width: int, height: int, quality: int = 95):
     import io
 
-    from fishnet_train.data.images import open_image
+    from fishnet_train.data.decoding.images import open_image
     buf = io.BytesIO()
     photo(width, height).save(buf, format="JPEG", quality=quality)
     return open_image(buf.getvalue())
@@ -142,7 +142,7 @@ def test_the_crop_box_rounds_onto_the_reduced_image():
 
 @pytest.mark.parametrize("decode", ["reduced", "fast"])
 def test_reduced_decodes_draw_the_same_crop_and_give_nearly_the_same_pixels(decode, monkeypatch):
-    from fishnet_train.data import images
+    from fishnet_train.data.decoding import images
     decoded, real = [], images.simplejpeg.decode_jpeg
 
     def recording_decode(*args, **kwargs):
@@ -244,7 +244,7 @@ def test_a_narrow_crop_is_decoded_at_least_the_output_size_across(monkeypatch):
 
 @pytest.mark.parametrize("region", [False, True])
 def test_region_decoding_asks_for_the_crops_rectangle_only_when_on(region, monkeypatch):
-    from fishnet_train.data import images
+    from fishnet_train.data.decoding import images
     asked = []
 
     def refusing_decode_box(data, box, reduction, fast):

@@ -7,6 +7,8 @@ from PIL import Image
 
 from .test_tools import run_tool
 
+BENCHMARK = "tools/benchmarks/benchmark.py"
+
 
 @pytest.mark.slow  # 16 s: seven pipelines, each importing its libraries
 def test_data_benchmark_on_tiny_jpegs(tmp_path):
@@ -17,7 +19,7 @@ def test_data_benchmark_on_tiny_jpegs(tmp_path):
         for i in range(3):
             Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(folder / f"{i}.JPEG")
     out = tmp_path / "data.json"
-    result = run_tool("tools/benchmark.py", "data", "--root", str(tmp_path / "data"), "--rounds", "1",
+    result = run_tool(BENCHMARK, "data", "--root", str(tmp_path / "data"), "--rounds", "1",
                       "--json", str(out))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
@@ -33,7 +35,7 @@ def test_data_benchmark_on_tiny_jpegs(tmp_path):
 @pytest.mark.slow  # 10 s
 def test_index_benchmark_reports_each_workers_memory_for_both_layouts(tmp_path):
     out = tmp_path / "index.json"
-    result = run_tool("tools/benchmark.py", "index", "--samples", "3000", "--workers", "2", "--json", str(out))
+    result = run_tool(BENCHMARK, "index", "--samples", "3000", "--workers", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
     assert figures["samples"] == 3000 and figures["parent_mb"] > 0
@@ -47,7 +49,7 @@ def test_decoder_benchmark_times_the_installed_decoders(tmp_path):
     folder.mkdir(parents=True)
     Image.new("RGB", (900, 700), (10, 200, 30)).save(folder / "big.JPEG")
     out = tmp_path / "decoders.json"
-    result = run_tool("tools/benchmark.py", "decoders", "--root", str(tmp_path / "data"), "--rounds", "1",
+    result = run_tool(BENCHMARK, "decoders", "--root", str(tmp_path / "data"), "--rounds", "1",
                       "--json", str(out))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
@@ -57,7 +59,7 @@ def test_decoder_benchmark_times_the_installed_decoders(tmp_path):
 @pytest.mark.slow
 def test_model_and_trainer_benchmarks_on_a_tiny_input(tmp_path):
     out = tmp_path / "model.json"
-    result = run_tool("tools/benchmark.py", "all", "--root", str(tmp_path), "--model", "fishnet99", "--batch", "2",
+    result = run_tool(BENCHMARK, "all", "--root", str(tmp_path), "--model", "fishnet99", "--batch", "2",
                       "--size", "64", "--steps", "1", "--rounds", "1", "--json", str(out), "--skip-data")
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
@@ -71,7 +73,7 @@ def test_model_and_trainer_benchmarks_on_a_tiny_input(tmp_path):
 @pytest.mark.slow  # about 40 s: it starts an MLflow server
 def test_tracking_benchmark_measures_every_tracker_against_none(tmp_path):
     out = tmp_path / "tracking.json"
-    result = run_tool("tools/benchmark.py", "tracking", "--model", "fishnet99", "--batch", "2", "--size", "32",
+    result = run_tool(BENCHMARK, "tracking", "--model", "fishnet99", "--batch", "2", "--size", "32",
                       "--steps", "3", "--rounds", "1", "--every", "50", "--json", str(out))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())

@@ -1,6 +1,6 @@
 """Time ``fishnet-prepare`` on a synthetic official ILSVRC2012 download of photo-sized JPEGs.
 
-    python tools/bench_prepare.py [--classes 20] [--per-class 100] [--workers 1 2] [--format shards]
+    python tools/benchmarks/bench_prepare.py [--classes 20] [--per-class 100] [--workers 1 2] [--format shards]
 
 Writes ``ILSVRC2012_img_train.tar`` (one inner tar per class), ``ILSVRC2012_img_val.tar`` and a devkit
 into a temporary folder (500x375 JPEGs at quality 90, ~115 KB each, like ImageNet's ~110 KB), then runs
@@ -24,7 +24,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIELDS = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
           "num_train_images"]
 

@@ -1,12 +1,12 @@
 """Speed, measured side by side in one run: ours against the plain reference.
 
-    python tools/benchmark.py data --root DIR [--limit N] --json OUT
-    python tools/benchmark.py model --model fishnet150 --batch 16 --size 224 --json OUT
-    python tools/benchmark.py trainer --model fishnet99 --batch 16 --size 224 --json OUT
-    python tools/benchmark.py index --samples 1281167 --workers 4 --json OUT
-    python tools/benchmark.py decoders --root DIR --json OUT
-    python tools/benchmark.py tracking --model fishnet99 --batch 16 --size 224 --json OUT
-    python tools/benchmark.py all --root DIR --json OUT
+    python tools/benchmarks/benchmark.py data --root DIR [--limit N] --json OUT
+    python tools/benchmarks/benchmark.py model --model fishnet150 --batch 16 --size 224 --json OUT
+    python tools/benchmarks/benchmark.py trainer --model fishnet99 --batch 16 --size 224 --json OUT
+    python tools/benchmarks/benchmark.py index --samples 1281167 --workers 4 --json OUT
+    python tools/benchmarks/benchmark.py decoders --root DIR --json OUT
+    python tools/benchmarks/benchmark.py tracking --model fishnet99 --batch 16 --size 224 --json OUT
+    python tools/benchmarks/benchmark.py all --root DIR --json OUT
 
 ``data``: images/s of ONE process on ONE thread over DIR's ImageFolder splits, for what the
 trainer's loader workers do (ours) and for the torchvision reference pipeline.

@@ -19,9 +19,9 @@ from bench_loader import bench_loader
 from bench_rounds import images_per_second, median_of_rounds, paired_images_per_second
 from fishnet_train.data import ImageFolderDataset, SampleIndex, Split, TrainTransform, ValTransform, find_split
 from fishnet_train.data.augment import auto_augment
-from fishnet_train.data.images import open_image, read_file
-from fishnet_train.data.jpeg_region import region_decoder_notice
-from fishnet_train.data.restart_markers import rewrite_tree
+from fishnet_train.data.decoding.images import open_image, read_file
+from fishnet_train.data.decoding.jpeg_region import region_decoder_notice
+from fishnet_train.data.decoding.restart_markers import rewrite_tree
 from fishnet_train.data.samplers import sample_seed
 from fishnet_train.data.transforms import crop_reduction, random_resized_crop_box
 

@@ -1,4 +1,4 @@
-"""What a benchmark figure was measured on: every JSON of tools/benchmark.py carries it."""
+"""What a benchmark figure was measured on: every JSON of tools/benchmarks/benchmark.py carries it."""
 from __future__ import annotations
 
 import os

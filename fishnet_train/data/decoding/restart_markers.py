@@ -14,9 +14,9 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..processes.start_methods import forking_context
+from ...processes.start_methods import forking_context
 from .images import jpeg_frame
-from .index import Split
+from ..index import Split
 from .jpeg_region import add_restart_markers, has_mcu_restarts, region_decoder_notice
 
 REWRITTEN, ALREADY, KEPT, DONE = "rewritten", "already", "kept", "done"

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bench_rounds import images_per_second, median_of_rounds
 from fishnet_train.data import find_split
-from fishnet_train.data.images import jpeg_frame
+from fishnet_train.data.decoding.images import jpeg_frame
 from fishnet_train.data.transforms import crop_reduction, random_resized_crop_box
 
 

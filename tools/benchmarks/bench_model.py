@@ -1,4 +1,4 @@
-"""Model-step and trainer-loop benchmarks (used by tools/benchmark.py)."""
+"""Model-step and trainer-loop benchmarks (used by tools/benchmarks/benchmark.py)."""
 from __future__ import annotations
 
 import contextlib
