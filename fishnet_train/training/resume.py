@@ -47,7 +47,7 @@ def find_start(resume_option: str | None, ckpt_dir: str, config: dict[str, Any],
                 with naming_option("trainer.resume"):  # also when auto found the run's own last.pt
                     state = load_training_state(path)
                 if resume_option == "auto":
-                    check_same_recipe(state.get("config"), config, os.path.dirname(ckpt_dir))
+                    check_same_recipe(state.get("config"), config, os.path.abspath(os.path.dirname(ckpt_dir)))
                 found = (path, state["progress"]["epoch"], state["progress"]["epoch_step"], None)
         except UserError as e:
             found = (None, 0, 0, user_message(e))
@@ -63,9 +63,8 @@ def check_same_recipe(saved: Any, now: dict[str, Any], run_dir: str) -> None:
     for key, value in after.items():
         if key.startswith(RECIPE) and not key.startswith(MAY_CHANGE) and key in before and before[key] != value:
             raise UserError(f"{run_dir} was started with {key}={fmt(before[key])}, this command has "
-                            f"{key}={fmt(value)}: "
-                            f"a run goes on with its recipe; set {key}={fmt(before[key])}, or start another run "
-                            f"(another name=) from its weights with model.pretrained={run_dir}/checkpoints/last.pt")
+                            f"{key}={fmt(value)}: a resubmitted run keeps its recipe; set {key}={fmt(before[key])}, "
+                            f"or change it deliberately with trainer.resume={run_dir}/checkpoints/last.pt")
 
 
 def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

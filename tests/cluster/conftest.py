@@ -57,12 +57,13 @@ def training_args(data: Path, *overrides: str) -> list[str]:
 
 
 def submit_training(slurm: SlurmCluster, cwd: Path, data: Path, *overrides: str,
-                    sbatch_options: tuple[str, ...] = ()) -> tuple[int, Path]:
+                    sbatch_options: tuple[str, ...] = (), env: dict[str, str] | None = None) -> tuple[int, Path]:
     """The shipped batch script's job running ``fishnet-train`` with these overrides (``sbatch_options``
-    on sbatch's command line, which win over the script's), and its run directory."""
+    on sbatch's command line, which win over the script's; ``env`` added to the job's), and the run
+    directory an unnamed run gets."""
     cwd.mkdir(parents=True, exist_ok=True)
     args = training_args(data, *overrides)
-    job = slurm.sbatch(*sbatch_options, str(edited_script(cwd)), *args, cwd=cwd, env=job_env())
+    job = slurm.sbatch(*sbatch_options, str(edited_script(cwd)), *args, cwd=cwd, env={**job_env(), **(env or {})})
     return job, cwd / "outputs" / "train" / slurm_run_name(str(job), None, args)
 
 

@@ -3,6 +3,7 @@ ending bit-identical to an uninterrupted job (2 CPU tasks, ``trainer.determinist
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -71,6 +72,33 @@ def test_a_usr1_warning_makes_the_shipped_script_requeue_the_job(slurm, referenc
     assert len(lines) == 2 and lines[0] == lines[1], text
     assert_resumed_once_and_complete(run_dir, stopped_at)
     assert_same_tensors(weights(reference_job), weights(run_dir))
+
+
+def test_a_named_run_resubmitted_as_a_new_job_resumes_bit_identical_and_refuses_another_recipe(
+        slurm, reference_job, slurm_data, tmp_path):
+    """As after FISHNET_MAX_REQUEUES or a cancel to change the time limit: the same command in a new job."""
+    named = ("name=paper", "data.workers=2")
+    first, _ = submit_training(slurm, tmp_path, slurm_data, *named, env={"FISHNET_MAX_REQUEUES": "0"})
+    run_dir = tmp_path / "outputs" / "train" / "paper"
+    stopped_at = wait_for_checkpoint(slurm, first, run_dir, 2)
+    slurm.command("scancel", "--signal=USR2", str(first))
+    info = slurm.wait_done(first)
+    assert info["Restarts"] == "0" and "not requeueing" in output(tmp_path, first), (info, output(tmp_path, first))
+    second, _ = submit_training(slurm, tmp_path, slurm_data, *named, sbatch_options=("--time=9",))
+    info = slurm.wait_done(second)
+    assert info["JobState"] == "COMPLETED", (info, output(tmp_path, second))
+    assert_resumed_once_and_complete(run_dir, stopped_at)
+    assert_same_tensors(weights(reference_job), weights(run_dir))
+    starts = [line for line in (run_dir / "train.log").read_text().splitlines() if "run directory" in line]
+    assert len(starts) == 2 and starts[0].endswith(f"run directory {run_dir}: a new run"), starts
+    resumed = re.search(r"resumed from \S+ at (epoch \d+, step \d+ of it)", log := (run_dir / "train.log").read_text())
+    assert resumed and f"run directory {run_dir}: resumes {resumed[1]}, from " in starts[1], (starts, log)
+    assert [p.name for p in (tmp_path / "outputs" / "train").iterdir()] == ["paper"]
+    third, _ = submit_training(slurm, tmp_path, slurm_data, *named, "optim.lr=0.2")
+    info = slurm.wait_done(third)
+    refused = [line for line in output(tmp_path, third).splitlines() if line.startswith("error:")]
+    assert info["ExitCode"].startswith("2:") and refused, (info, output(tmp_path, third))
+    assert f"{run_dir} was started with optim.lr=" in refused[0] and "optim.lr=0.2" in refused[0]
 
 
 # Long enough that SLURM's own time-limit warning comes several times: 60 epochs of 3 steps (about

@@ -238,14 +238,16 @@ def test_the_configured_classifier_init_reaches_the_model():
 def test_a_resume_with_other_parameter_groups_is_one_clear_error(image_folder, tmp_path):
     _one_step(image_folder, tmp_path / "run")
     with pytest.raises(UserError, match="optimizer state does not fit .*optim.backbone_lr_scale.*model.pretrained="):
-        _one_step(image_folder, tmp_path / "run", "optim.backbone_lr_scale=0.1", "trainer.epochs=2")
+        _one_step(image_folder, tmp_path / "run", "optim.backbone_lr_scale=0.1", "trainer.epochs=2",
+                  f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}")  # named: a deliberate change
 
 
 def test_a_resume_with_another_optimizer_is_one_clear_error(image_folder, tmp_path):
     _one_step(image_folder, tmp_path / "run")
     with pytest.raises(UserError, match="^trainer.resume: the checkpoint's optimizer state is sgd's, but "
                                         "optim.name=adamw: set optim.name=sgd"):
-        _one_step(image_folder, tmp_path / "run", "optim=adamw", "trainer.epochs=2")
+        _one_step(image_folder, tmp_path / "run", "optim=adamw", "trainer.epochs=2",
+                  f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}")
 
 
 @pytest.mark.parametrize("key", ["model.pretrained", "trainer.resume"])
