@@ -210,10 +210,10 @@ def check_schedule(s: ScheduleConfig, o: OptimConfig, epochs: int, global_batch:
         fail(f"schedule.warmup_epochs={s.warmup_epochs:g} is longer than the run (trainer.epochs={epochs}): the rate "
              f"would never reach optim.lr; set schedule.warmup_epochs to {epochs} or less")
     check_number("schedule.warmup_start_factor", s.warmup_start_factor, 0.0, 1.0, low_open=True)
-    if s.name == "step":
-        check_number("schedule.gamma", s.gamma, 0.0, 1.0, low_open=True)
-        check_milestones(s.milestones, epochs)
-    else:
+    # Values no schedule may take are refused whichever is chosen; the epochs only matter to the step one.
+    check_number("schedule.gamma", s.gamma, 0.0, 1.0, low_open=True)
+    check_milestones(s.milestones, epochs if s.name == "step" else 0)
+    if s.name != "step":
         lr = o.lr_for_batch(global_batch)  # the rate in use, scaled if optim.lr_base_batch asks
         check_number("schedule.min_lr", s.min_lr, 0.0, lr if math.isfinite(lr) else math.inf)
 

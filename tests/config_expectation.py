@@ -203,8 +203,10 @@ TRAIN_RULES: dict[str, Rule] = {
     "optim.max_grad_norm": interval(0, low_open=True, optional=True),
     "optim.lr_base_batch": interval(1, optional=True),
     "schedule.name": one_of("step", "cosine"),  # the base's milestones are [] for step
-    "schedule.milestones": anything,  # cosine reads no milestones
-    "schedule.gamma": anything,  # nor gamma
+    # refused for any schedule where no schedule may take them; the step one also needs them within the run
+    "schedule.milestones": lambda v: all(m > 0 for m in v) and list(v) == sorted(set(v)),
+    "schedule.gamma": interval(0, 1, low_open=True),
+    "name": lambda v: v is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", v) is not None,
     "schedule.warmup_epochs": interval(0, EPOCHS),
     "schedule.warmup_start_factor": interval(0, 1, low_open=True),
     "schedule.min_lr": interval(0, LR),
@@ -279,7 +281,6 @@ INTERACTIONS: tuple[Interaction, ...] = (
     blaming("schedule.min_lr", "optim.lr_base_batch"),
     blaming("schedule.min_lr", "schedule.name"),  # step has no floor
     blaming("schedule.milestones", "schedule.name"),  # cosine has no milestones
-    blaming("schedule.gamma", "schedule.name"),
     both("schedule.warmup_epochs", "trainer.epochs"),
     both("loss.bce_target_thresh", "loss.name"),
     both("trainer.best_by", "model.ema_decay"),

@@ -9,6 +9,7 @@ processes) are drawn from a few values; keys that name files or folders from the
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import typing
 from collections.abc import Mapping
@@ -51,6 +52,7 @@ INTEGERS = ["-1", "0", "1", "2", "3", "5", "7", "31", "32", "33", "48", "9223372
 WRONG = ["x", "[]", "[1,2]", "{a: 1}", "''"]
 SPECIAL = {  # keys whose useful values are few (the documented choices and one more), or which are slow at large values
     "data.workers": ["-1", "0", "1"],
+    "name": ["null", "paper", "a/b", "..", "-x"],
     "data.bad_images": ["skip", "error", "ignore"],
     "data.format": ["folder", "shards", "tar"],
     "data.train_decode": ["fast", "reduced", "exact", "lossy"],
@@ -118,7 +120,7 @@ def schema_hints(schema: type) -> dict[str, typing.Any]:
     """Every key of ``schema`` (``section.name``, or ``name`` at the top) with its type."""
     out = {}
     for section, section_type in typing.get_type_hints(schema).items():
-        if section_type is str:
+        if not dataclasses.is_dataclass(section_type):
             out[section] = section_type
             continue
         for name, hint in typing.get_type_hints(section_type).items():
