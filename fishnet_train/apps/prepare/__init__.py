@@ -1,9 +1,12 @@
 """``fishnet-prepare``: ImageNet as downloaded (the official tars or Kaggle's folders) into a ``data.root``:
 tar shards (``data.format=shards``) or class folders (``data.format=folder``), streamed from the
-download without extracting it, in parallel, resumable."""
+download without extracting it, in parallel, resumable; optionally each train JPEG with a restart marker
+after every MCU, as ``tools/add_restart_markers.py`` rewrites it, so that training decodes only its crop."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import hashlib
 import os
 import signal
 import tempfile
@@ -14,6 +17,7 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
+from ...data.decoding.jpeg_region import region_decoder_notice
 from ...errors import UserError
 from ...processes.start_methods import forking_context
 from .plan import Shard, plan_shards
@@ -48,11 +52,14 @@ def default_workers() -> int:
 
 
 def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None, shard_mb: int = 256,
-            subset: bool = False, out: Callable[[str], None] = print) -> Summary:
-    """Write ImageNet found under ``src`` into ``dst`` in the format ``fmt``; every problem is a UserError."""
+            subset: bool = False, out: Callable[[str], None] = print, restart_markers: bool = False) -> Summary:
+    """Write ImageNet found under ``src`` into ``dst`` in the format ``fmt`` (``restart_markers``: the train
+    JPEGs rewritten with a marker after every MCU); every problem is a UserError."""
     if fmt not in FORMATS or shard_mb < 1 or workers is not None and workers < 1:
         raise UserError(f"format {fmt!r}, shard size {shard_mb} MiB, workers {workers}: expected a format of "
                         f"{FORMATS}, at least 1 MiB and at least 1 worker")
+    if restart_markers:
+        check_markers_possible(fmt)
     start, start_rss = time.perf_counter(), peak_rss_mb()
     _check_writable(dst)
     with ExitStack() as stack:
@@ -63,8 +70,11 @@ def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None,
         layout, train, val = find_source(src, pool.imap if pool else map)
         _check_counts(src, layout, train, val, subset, out)
         plans = [plan_shards(split, shard_mb << 20) for split in (train, val)]
+        if restart_markers:
+            plans[0] = [with_markers_planned(shard) for shard in plans[0]]
         todo, done_before = _resume(dst, fmt, (train, val), plans)
-        tasks: Iterator[Task] = (make_task(dst, split, shard, fmt == "folder") for split, shard in todo)
+        tasks: Iterator[Task] = (make_task(dst, split, shard, fmt == "folder", restart_markers and split is train)
+                                 for split, shard in todo)
         files = written = 0
         worker_rss = 0.0
         with tqdm(total=len(train) + len(val), initial=done_before, unit="files", disable=None) as bar:
@@ -78,6 +88,22 @@ def prepare(src: str, dst: str, fmt: str = "shards", workers: int | None = None,
                 write_index(dst, split, shards)
     return Summary(files, written, done_before, time.perf_counter() - start, start_rss, peak_rss_mb(),
                    worker_rss if pool else 0.0)
+
+
+def check_markers_possible(fmt: str) -> None:
+    if fmt != "shards":
+        raise UserError("--restart-markers writes shards; for class folders, prepare them, then run "
+                        "`python tools/add_restart_markers.py DST/train DST/train`")
+    notice = region_decoder_notice()
+    if notice is not None:
+        raise UserError(f"--restart-markers needs the region decoder: {notice}")
+
+
+def with_markers_planned(shard: Shard) -> Shard:
+    """The same members, rewritten: the sizes are known once written, and an earlier run's plain shard (or a
+    marked one in a plain run) is not taken for this one."""
+    fingerprint = hashlib.sha256(f"{shard.fingerprint}+restart-markers".encode()).hexdigest()
+    return dataclasses.replace(shard, file_size=-1, fingerprint=fingerprint)
 
 
 def _resume(dst: str, fmt: str, splits: tuple[SourceSplit, ...],

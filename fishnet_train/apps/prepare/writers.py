@@ -1,9 +1,10 @@
 """Writing the planned output, one task (a shard's samples) at a time in any worker, and resuming.
 
 Shards: ``<split>-NNNNNN.tar`` is written as ``.tar.tmp<pid>`` and renamed when whole, then a sidecar
-``.prepare/<split>-NNNNNN.npz`` records its fingerprint and its samples' offsets and sizes, so the index
-is assembled from the sidecars, without reading a shard. A shard is done when its sidecar matches the
-plan and the tar has the planned size. Folders: each file through a temporary file and a rename.
+``.prepare/<split>-NNNNNN.npz`` records its fingerprint, its size and its samples' offsets and sizes, so
+the index is assembled from the sidecars, without reading a shard. A shard is done when its sidecar
+matches the plan and the tar has the size planned (or, with restart markers added, which change the
+sizes, the size recorded). Folders: each file through a temporary file and a rename.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...data.index import UNREADABLE_ARRAYS, load_arrays, sample_members
+from ...data.decoding.restart_markers import with_restart_markers
 from ...data.shards import add_member, index_file
 from ...errors import UserError
 from .plan import Shard
@@ -38,13 +40,14 @@ class Task:
     sizes: list[int]
     offsets: list[int]  # in the source
     folder: bool
+    restart_markers: bool = False  # each JPEG rewritten with a restart marker after every MCU (shards only)
 
 
-def make_task(dst: str, split: SourceSplit, shard: Shard, folder: bool) -> Task:
+def make_task(dst: str, split: SourceSplit, shard: Shard, folder: bool, restart_markers: bool = False) -> Task:
     span = slice(shard.start, shard.end)
     return Task(dst, shard, split.ref, [split.samples.name(i) for i in range(shard.start, shard.end)],
                 split.samples.targets[span].tolist(),
-                split.sizes[span].tolist(), split.offsets[span].tolist(), folder)
+                split.sizes[span].tolist(), split.offsets[span].tolist(), folder, restart_markers)
 
 
 def run_task(task: Task) -> tuple[int, int, int, float]:
@@ -63,18 +66,24 @@ def peak_rss_mb() -> float:
 
 def _write_shard(task: Task, reader: SampleReader) -> tuple[int, int, int]:
     path = os.path.join(task.dst, task.shard.file_name)
+    offsets, sizes = [], []
     with tarfile.open(temporary(path), "w", format=tarfile.PAX_FORMAT) as tar:
         for j, name in enumerate(task.names):
             data_member, cls_member = sample_members(name)
-            offset = add_member(tar, data_member, reader.read(name, task.sizes[j], task.offsets[j]))
-            if offset != task.shard.offsets[j]:  # the plan and tarfile disagree: a bug, never the data's fault
-                raise RuntimeError(f"{path}: {name} written at {offset}, planned at {task.shard.offsets[j]}")
+            data = reader.read(name, task.sizes[j], task.offsets[j])
+            if task.restart_markers:
+                data = with_restart_markers(data)[1]
+            offsets.append(add_member(tar, data_member, data))
+            sizes.append(len(data))
+            # The plan and tarfile disagree: a bug, never the data's fault (markers change the sizes: not planned).
+            if not task.restart_markers and offsets[-1] != task.shard.offsets[j]:
+                raise RuntimeError(f"{path}: {name} written at {offsets[-1]}, planned at {task.shard.offsets[j]}")
             add_member(tar, cls_member, str(task.targets[j]).encode())
     os.replace(temporary(path), path)
     save_fixed_arrays(sidecar(task.dst, task.shard), {
-        "fingerprint": np.array(task.shard.fingerprint), "offset": task.shard.offsets,
-        "size": np.array(task.sizes, np.int64)})
-    return len(task.names), len(task.names), sum(task.sizes)
+        "fingerprint": np.array(task.shard.fingerprint), "offset": np.array(offsets, np.int64),
+        "size": np.array(sizes, np.int64), "file_size": np.array(os.path.getsize(path))})
+    return len(task.names), len(task.names), sum(sizes)
 
 
 def _write_files(task: Task, reader: SampleReader) -> tuple[int, int, int]:
@@ -110,7 +119,8 @@ def shard_done(dst: str, shard: Shard) -> bool:
     path = os.path.join(dst, shard.file_name)
     try:
         arrays = load_arrays(sidecar(dst, shard))
-        return str(arrays["fingerprint"]) == shard.fingerprint and os.path.getsize(path) == shard.file_size
+        size = shard.file_size if shard.file_size >= 0 else int(arrays["file_size"])  # -1: known once written
+        return str(arrays["fingerprint"]) == shard.fingerprint and os.path.getsize(path) == size
     except UNREADABLE_ARRAYS:
         return False
 

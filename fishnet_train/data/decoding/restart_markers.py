@@ -54,16 +54,7 @@ def rewrite_file(src: str, dst: str, relative: str) -> tuple[str, int, int]:
         return DONE, 0, 0  # renamed into place whole by an earlier run
     with open(source, "rb") as f:
         data = f.read()
-    frame = jpeg_frame(memoryview(data))
-    outcome, out = KEPT, data
-    if frame is not None and frame[2] in (1, 3):
-        if has_mcu_restarts(data):
-            outcome = ALREADY
-        else:
-            try:
-                outcome, out = REWRITTEN, add_restart_markers(data)
-            except ValueError:  # corrupt or refused: training meets it as it is, and says so
-                pass
+    outcome, out = with_restart_markers(data)
     if in_place and outcome != REWRITTEN:
         return outcome, len(data), len(data)
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
@@ -73,6 +64,20 @@ def rewrite_file(src: str, dst: str, relative: str) -> tuple[str, int, int]:
     shutil.copystat(source, temporary)
     os.replace(temporary, target)
     return outcome, len(data), len(out)
+
+
+def with_restart_markers(data: bytes) -> tuple[str, bytes]:
+    """(outcome, bytes) of one file's contents: a JPEG the region decoder reads with a marker after every MCU
+    (REWRITTEN, or ALREADY so), anything else as it is (KEPT)."""
+    frame = jpeg_frame(memoryview(data))
+    if frame is None or frame[2] not in (1, 3):
+        return KEPT, data
+    if has_mcu_restarts(data):
+        return ALREADY, data
+    try:
+        return REWRITTEN, add_restart_markers(data)
+    except ValueError:  # corrupt or refused: training meets it as it is, and says so
+        return KEPT, data
 
 
 def _rewrite(job: tuple[str, str, str]) -> tuple[str, int, int]:
@@ -108,18 +113,16 @@ def rewrite_tree(src: str, dst: str, workers: int,
 
 def region_decoding_notes(region_decode: bool, train: Split, looked_at: int = 8) -> list[str]:
     """What the log says about decoding the training crops: that the region decoder is missing, or that
-    none of a few train JPEGs spread through a folder split has a restart marker after every MCU (shards
-    are left alone: reading one here would open it before the loader's workers start)."""
+    none of a few train JPEGs spread through the split has a restart marker after every MCU, and how to
+    add them to its folders or shards."""
     if not region_decode:
         return []
     if region_decoder_notice() is not None:
         return [region_decoder_notice() or ""]
-    if train.shard_files:
-        return []
     jpegs = 0
     for i in sorted({k * len(train) // looked_at for k in range(looked_at)} & set(range(len(train)))):
         try:
-            data = train.read(i)
+            data = peek(train, i)
         except OSError:  # the loader says which files it cannot read
             continue
         if has_mcu_restarts(data):
@@ -127,6 +130,18 @@ def region_decoding_notes(region_decode: bool, train: Split, looked_at: int = 8)
         jpegs += jpeg_frame(memoryview(data)) is not None
     if not jpegs:
         return []
+    how = ("write the shards again with `fishnet-prepare <download> <new data.root> --restart-markers`"
+           if train.shard_files else
+           f"rewrite them once with `python tools/add_restart_markers.py {train.root} {train.root}`")
     return [f"the train JPEGs have no restart marker after every MCU: each training crop entropy-decodes "
-            f"every row above it; rewrite them once with `python tools/add_restart_markers.py "
-            f"{train.root} {train.root}` (lossless) for faster loading"]
+            f"every row above it; {how} (lossless) for faster loading"]
+
+
+def peek(split: Split, i: int) -> bytes:
+    """Sample ``i``'s bytes, leaving no shard open (the loader's workers are yet to start)."""
+    s = split.samples
+    if not split.shard_files or s.shard is None or s.offset is None or s.size is None:
+        return split.read(i)
+    with open(split.shard_files[int(s.shard[i])], "rb") as f:
+        f.seek(int(s.offset[i]))
+        return f.read(int(s.size[i]))
