@@ -14,9 +14,11 @@ $(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard fishnet_train/da
 	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 
+# Every time: one line on whether the region decoder (the optional C extension) was built, and if not, why.
 install: $(STAMP)
+	@$(PY) -m fishnet_train.data.decoding.status
 
-demo: $(STAMP)
+demo: install
 	$(PY) tools/demo.py
 
 # Static checks (settings in setup.cfg): flake8, then mypy on fishnet_train/ (about 25 s).
@@ -31,7 +33,7 @@ docs: $(STAMP)
 	$(PY) -m mkdocs build --strict --quiet
 
 # The suite without the slow tests (multi-process runs, compiling, the wheel install): under 5 minutes.
-test: $(STAMP)
+test: install
 	$(PY) -m pytest -q -m "not slow and not slurm" tests
 
 # The slow tests alone (about 20 minutes on 2 cores); CI runs them after make test.

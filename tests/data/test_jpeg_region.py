@@ -183,3 +183,36 @@ def test_without_the_binding_the_whole_image_is_decoded_and_one_line_says_why():
     notice, shape = run.stdout.decode().strip().splitlines()
     assert notice.startswith("region decoding is not available (") and "libjpeg62-turbo-dev" in notice
     assert shape == "(32, 32, 3)"
+
+
+def test_the_install_line_names_each_missing_prerequisite_and_the_packages(tmp_path, monkeypatch):
+    import sysconfig
+    include, jpeg_headers = tmp_path / "include", tmp_path / "jpeg"
+    include.mkdir()
+    jpeg_headers.mkdir()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"include": str(include)})
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda name: {"CC": "no-such-cc -pthread"}.get(name))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on it
+    monkeypatch.setenv("CPATH", str(jpeg_headers))
+    monkeypatch.setattr(jpeg_region, "_MISSING", "No module named 'fishnet_train.data.decoding._jpeg_region'")
+    expected = ["a C compiler", "Python's headers (Python.h)"]
+    if not any(os.path.isfile(f"{folder}/jpeglib.h") for folder in ("/usr/include", "/usr/local/include")):
+        expected.append("libjpeg-turbo's headers (jpeglib.h)")
+    assert jpeg_region.missing_build_prerequisites() == expected
+    (include / "Python.h").write_text("")
+    (jpeg_headers / "jpeglib.h").write_text("")
+    (tmp_path / "cc").write_text("#!/bin/sh\n")
+    (tmp_path / "cc").chmod(0o755)
+    assert jpeg_region.missing_build_prerequisites() == []
+    (include / "Python.h").unlink()
+    line = jpeg_region.build_status()
+    assert line.startswith("region decoding is not available (the build lacked Python's headers (Python.h)): ")
+    assert "gcc python3-dev libjpeg62-turbo-dev" in line and "run make install" in line and "\n" not in line
+    monkeypatch.setattr(jpeg_region, "_MISSING", None)
+    assert jpeg_region.build_status() == "region decoder built: training crops decode only their rectangle"
+
+
+def test_the_status_module_prints_the_install_line():
+    run = subprocess.run([sys.executable, "-m", "fishnet_train.data.decoding.status"], capture_output=True, text=True,
+                         check=True)
+    assert run.stdout == jpeg_region.build_status() + "\n" and run.stderr == ""

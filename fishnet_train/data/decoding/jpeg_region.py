@@ -4,11 +4,16 @@ A random-resized crop covers about half of the image on average. libjpeg-turbo n
 rows below the rectangle, only entropy-decodes the rows above it, and transforms only the iMCU
 columns it touches. A file with a restart marker after every MCU (``add_restart_markers``, which
 restart_markers.py runs over a folder) is cut down to the MCUs around the rectangle first, so that
-nothing else is even entropy-decoded. The binding is compiled at install time when a C compiler and libjpeg-turbo's
-headers are there (Debian: libjpeg62-turbo-dev); without it the whole image is decoded, as before,
-and ``region_decoder_notice`` says so once.
+nothing else is even entropy-decoded. The binding is compiled at install time when a C compiler, Python's
+headers and libjpeg-turbo's are there (Debian: gcc python3-dev libjpeg62-turbo-dev); without it the whole
+image is decoded, and ``region_decoder_notice`` says so once, with what is missing.
+``python -m fishnet_train.data.decoding.status`` prints whether it was built (``make install`` runs it).
 """
 from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
 
 import torch
 
@@ -28,13 +33,41 @@ def region_decoding_available() -> bool:
     return _decode_box is not None
 
 
+PACKAGES = "Debian, Ubuntu: gcc python3-dev libjpeg62-turbo-dev (Ubuntu: libjpeg-turbo8-dev); Fedora: gcc " \
+    "python3-devel libjpeg-turbo-devel"
+
+
 def region_decoder_notice() -> str | None:
-    """One line for the log when the binding is missing, else None."""
+    """One line for the log when the binding is missing (what the build lacked, and the packages), else None."""
     if _MISSING is None:
         return None
-    return (f"region decoding is not available ({_MISSING}): training crops decode whole images, which is "
-            "slower; to build it, install a C compiler and libjpeg-turbo's headers (Debian: gcc "
-            "libjpeg62-turbo-dev) and reinstall fishnet-train")
+    missing = missing_build_prerequisites()
+    why = f"the build lacked {', '.join(missing)}" if missing else f"{_MISSING}; `pip install -v -e .` shows why"
+    return (f"region decoding is not available ({why}): training crops decode whole images, which is slower; "
+            f"to build it, install the packages ({PACKAGES}) and run make install (or pip install -e .) again")
+
+
+def missing_build_prerequisites() -> list[str]:
+    """What building the binding needs and this machine lacks: a C compiler, Python.h, jpeglib.h."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    include = sysconfig.get_paths()["include"]
+    folders = [include, "/usr/include", "/usr/local/include", *os.environ.get("CPATH", "").split(os.pathsep),
+               *os.environ.get("C_INCLUDE_PATH", "").split(os.pathsep)]
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    if multiarch:
+        folders.append(os.path.join("/usr/include", multiarch))
+    missing = [] if shutil.which(compiler) or shutil.which("cc") else ["a C compiler"]
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        missing.append("Python's headers (Python.h)")
+    if not any(folder and os.path.isfile(os.path.join(folder, "jpeglib.h")) for folder in folders):
+        missing.append("libjpeg-turbo's headers (jpeglib.h)")
+    return missing
+
+
+def build_status() -> str:
+    """``make install``'s line on the binding."""
+    notice = region_decoder_notice()
+    return notice if notice is not None else "region decoder built: training crops decode only their rectangle"
 
 
 def decode_box(data: bytes, box: Box, reduction: int, fast: bool) -> torch.Tensor:
