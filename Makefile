@@ -66,8 +66,11 @@ gpu-check:
 gpu-wheels: $(STAMP)
 	bash tools/gpu_wheels.sh
 
+# ROOT=<ImageNet data.root> (class folders or shards) for the data figures on real JPEGs; without it, synthetic
+# JPEGs of ImageNet's sizes, labelled so.
+ROOT ?=
 bench: $(STAMP)
-	$(PY) tools/benchmarks/benchmark.py all --compiled --rounds 5 --root ../shared/data/imagenet-samples --json bench.json
+	$(PY) tools/benchmarks/benchmark.py all --compiled --rounds 5 $(if $(ROOT),--root $(ROOT)) --json bench.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs multirun demo_data bench.json site .whl gpu_check_out

@@ -1,6 +1,6 @@
 """Speed, measured side by side in one run: ours against the plain reference.
 
-    python tools/benchmarks/benchmark.py data --root DIR [--limit N] --json OUT
+    python tools/benchmarks/benchmark.py data [--root DIR] [--limit N] --json OUT
     python tools/benchmarks/benchmark.py model --model fishnet150 --batch 16 --size 224 --json OUT
     python tools/benchmarks/benchmark.py trainer --model fishnet99 --batch 16 --size 224 --json OUT
     python tools/benchmarks/benchmark.py index --samples 1281167 --workers 4 --json OUT
@@ -8,8 +8,10 @@
     python tools/benchmarks/benchmark.py tracking --model fishnet99 --batch 16 --size 224 --json OUT
     python tools/benchmarks/benchmark.py all --root DIR --json OUT
 
-``data``: images/s of ONE process on ONE thread over DIR's ImageFolder splits, for what the
-trainer's loader workers do (ours) and for the torchvision reference pipeline.
+``data``: images/s of ONE process on ONE thread over DIR's ImageFolder splits (or, for shards, their first
+``--limit`` train samples copied out; with no ``--root``, ``--synthetic`` JPEGs of ImageNet's sizes, the
+figures then labelled synthetic), for what the trainer's loader workers do (ours) and for the torchvision
+reference pipeline.
 ``model``: training-step and inference images/s of the trainer's defaults for the device
 (ours) against the plain eager NCHW fp32 model, plus the peak memory of a training step with
 and without gradient checkpointing. Each side runs in a process of its own (the trainer's
@@ -27,11 +29,13 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_data import bench_data  # noqa: E402
+from bench_inputs import copy_out_of_shards, is_shard_root, write_synthetic  # noqa: E402
 from bench_decoders import bench_decoders  # noqa: E402
 from bench_index import bench_index  # noqa: E402
 from bench_machine import machine_info  # noqa: E402
@@ -59,8 +63,10 @@ def _number(value: object) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("data", "model", "trainer", "index", "decoders", "tracking", "all"))
-    parser.add_argument("--root", help="ImageFolder root (with train/ and/or val/) for the data benchmark")
-    parser.add_argument("--limit", type=int, default=None, help="use at most N images")
+    parser.add_argument("--root", help="data and decoders: an ImageNet root (class folders or shards); none: "
+                        "synthetic JPEGs of ImageNet's sizes")
+    parser.add_argument("--limit", type=int, default=None, help="use at most N images (shards: 1000 if not given)")
+    parser.add_argument("--synthetic", type=int, default=1000, help="without --root: this many synthetic JPEGs")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--model", default="fishnet150")
     parser.add_argument("--batch", type=int, default=16)
@@ -76,19 +82,43 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"machine": machine_info()}
     print_table("machine", results["machine"])
+    with tempfile.TemporaryDirectory() as scratch:
+        run(args, results, scratch)
+    out = {**results[args.what], "machine": results["machine"]} if args.what != "all" else results
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"\nwrote {args.json}")
+
+
+def images_root(root: str | None, limit: int | None, synthetic: int, scratch: str) -> tuple[str, str]:
+    """The folder the data benchmarks read, and what it is (every JSON and table says so)."""
+    if root is None:
+        print(f"writing {synthetic} synthetic JPEGs of ImageNet's sizes (no --root)")
+        return write_synthetic(os.path.join(scratch, "synthetic"), synthetic), f"synthetic: {synthetic} JPEGs"
+    if is_shard_root(root):
+        count = limit or 1000
+        return copy_out_of_shards(root, os.path.join(scratch, "from_shards"), count), \
+            f"shards: the first {count} train samples of {os.path.abspath(root)}"
+    if not any(os.path.isdir(os.path.join(root, split)) for split in ("train", "val")):
+        print(f"error: --root {root} holds no train/ or val/ (class folders) and no train-index.npz (shards): "
+              "pass an ImageNet data.root, or no --root for synthetic JPEGs", file=sys.stderr)
+        sys.exit(2)
+    return root, f"folder: {os.path.abspath(root)}"
+
+
+def run(args: argparse.Namespace, results: dict, scratch: str) -> None:
+    reads_images = args.what == "decoders" or args.what == "data" or (args.what == "all" and not args.skip_data)
+    root, source = images_root(args.root, args.limit, args.synthetic, scratch) if reads_images else (None, "")
+    label = " (SYNTHETIC JPEGs)" if source.startswith("synthetic") else ""
     if args.what == "decoders":
-        if not args.root:
-            parser.error("the decoder benchmark needs --root")
-        results["decoders"] = bench_decoders(args.root, args.limit, args.rounds)
-        print_table("JPEG decoders, images/s on one core", results["decoders"])
+        results["decoders"] = {"images_source": source, **bench_decoders(root, args.limit, args.rounds)}
+        print_table(f"JPEG decoders, images/s on one core{label}", results["decoders"])
     if args.what == "index":
         results["index"] = bench_index(args.samples, args.workers)
         print_table("sample index: loader workers' private memory, MB", results["index"])
     if args.what == "data" or (args.what == "all" and not args.skip_data):
-        if not args.root:
-            parser.error("the data benchmark needs --root")
-        results["data"] = bench_data(args.root, args.limit, args.rounds)
-        print_table("data pipeline, images/s on one core", results["data"])
+        results["data"] = {"images_source": source, **bench_data(root, args.limit, args.rounds)}
+        print_table(f"data pipeline, images/s on one core{label}", results["data"])
     if args.what in ("model", "all"):
         results["model"] = bench_model(args.model, args.batch, args.size, args.steps, args.rounds, args.compiled)
         print_table(f"{args.model}, batch {args.batch}, {args.size}x{args.size}, images/s", results["model"])
@@ -98,10 +128,6 @@ def main() -> None:
     if args.what == "tracking":
         results["tracking"] = bench_tracking(args.model, args.batch, args.size, args.steps, args.rounds, args.every)
         print_table("tracking: the training thread's cost", results["tracking"])
-    out = {**results[args.what], "machine": results["machine"]} if args.what != "all" else results
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":
