@@ -107,7 +107,8 @@ def check_restartable(args: list[str]) -> None:
     chosen = any(a.startswith(("name=", "hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
     if restarts > 0 and not named and not chosen:
         raise UserError("torchrun without --rdzv-id gives its workers no name to find their run by after a "
-                        "restart: name the run (name=<name>), or pass --rdzv-id=<id> (or --standalone)")
+                        "restart: name the run (name=<name>), pass --rdzv-id=<id> (or --standalone), or set "
+                        "hydra.run.dir=<dir>")
 
 
 @contextlib.contextmanager

@@ -155,7 +155,7 @@ def test_torchrun_restarts_without_a_rendezvous_id_are_refused_in_one_line(image
     torchrun = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "TORCHELASTIC_RUN_ID": "none",
                 "TORCHELASTIC_MAX_RESTARTS": "1"}
     result = run_cli("fishnet-train", *TINY_TRAIN, f"data.root={image_folder}", cwd=tmp_path, env=torchrun)
-    assert_user_error(result, "error: torchrun without --rdzv-id", "hydra.run.dir")
+    assert_user_error(result, "error: torchrun without --rdzv-id", "name=<name>", "hydra.run.dir")
     assert not (tmp_path / "outputs").exists()
 
 
