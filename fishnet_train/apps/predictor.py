@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..config import PredictConfig
 from ..data import BatchPreprocess, ValTransform
-from ..data.inputs import build_image_loader, find_images
+from ..data.inputs import build_image_loader, find_images, has_image_header
 from ..errors import UserError
 from ..inference import fuse_for_inference
 from ..models.weights import check_checkpoint_exists
@@ -41,6 +41,9 @@ def check_predict_inputs(options: PredictConfig) -> list[str]:
         check_model_name(options.model.name, "model=..., or leave it out to take the checkpoint's")
     check_checkpoint_exists(options.checkpoint)
     paths = find_images(options.inputs)
+    if not any(has_image_header(path) for path in paths):  # stops at the first image
+        raise UserError(f"inputs={options.inputs}: none of the {len(paths)} files is an image (no image format "
+                        "recognised in any); give images, a folder of them or a glob")
     out = options.predict.output
     if out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise UserError(f"predict.output={out}: the folder {os.path.dirname(os.path.abspath(out))} does not exist; "
@@ -55,8 +58,9 @@ def run_predict(options: PredictConfig, run_dir: str, overridden: Iterable[str] 
     paths = check_predict_inputs(options)
     device = resolve_device(options.trainer.device)
     reporter = Reporter(run_dir, True)
-    reporter.info(configure_process(settings_for(options.trainer, 0, device)))
-    ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
+    runtime = configure_process(settings_for(options.trainer, 0, device))
+    ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)  # refused: the one line
+    reporter.info(runtime)
     data = inference_data(options.data, ckpt, set(overridden))
     model = build_trained_model(ckpt, options.model.num_classes).to(device)
     model.to(memory_format=torch.channels_last if options.trainer.channels_last else torch.contiguous_format)

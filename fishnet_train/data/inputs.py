@@ -6,6 +6,7 @@ import os
 from typing import Callable
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -31,6 +32,17 @@ def find_images(inputs: str) -> list[str]:
     if not images:
         raise UserError(f"inputs={inputs}: no images found (looked for {', '.join(IMG_EXTENSIONS)})")
     return images
+
+
+def has_image_header(path: str) -> bool:
+    """Whether Pillow recognises ``path``'s format from its header (nothing is decoded)."""
+    try:
+        with Image.open(path):
+            return True
+    except Image.DecompressionBombError:  # an image, refused later by the decoder in its own line
+        return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
 
 
 class ImageFiles(Dataset):

@@ -94,11 +94,20 @@ def test_a_file_that_does_not_decode_is_skipped_and_said(checkpoint, image_folde
     assert f"skipped, cannot decode {folder / 'broken.png'}" in caplog.text
 
 
-def test_inputs_none_of_which_decode_are_refused(checkpoint, tmp_path):
+def test_inputs_none_of_which_is_an_image_are_refused_before_any_work(checkpoint, tmp_path):
     (tmp_path / "in").mkdir()
     for name in ("a.png", "b.jpg"):
         (tmp_path / "in" / name).write_bytes(b"junk")
-    with pytest.raises(UserError, match=r"inputs=.*in: none of the 2 files decodes as an image"):
+    with pytest.raises(UserError, match=r"inputs=.*in: none of the 2 files is an image \(no image format recognised"):
+        run_predict(predict_options(checkpoint[0], tmp_path / "in"), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # refused before the run directory's log
+
+
+def test_inputs_whose_headers_pass_but_none_decodes_are_refused_after_the_pass(checkpoint, image_folder, tmp_path):
+    (tmp_path / "in").mkdir()
+    whole = (image_folder / "val" / "class_0" / "img_0.jpg").read_bytes()
+    (tmp_path / "in" / "cut.jpg").write_bytes(whole[:whole.index(b"\xff\xda") + 20])  # the headers, no image data
+    with pytest.raises(UserError, match=r"inputs=.*in: none of the 1 files decodes as an image"):
         run_predict(predict_options(checkpoint[0], tmp_path / "in"), str(tmp_path))
 
 

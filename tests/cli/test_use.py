@@ -113,3 +113,17 @@ def test_graph_exports_match_the_pytorch_model_on_real_images(trained, tmp_path,
             difference, same_top1 = formats.logit_difference(model(batch), run(str(out), batch))
         assert difference <= 1e-4 and same_top1, batch.shape
     assert torch.equal(run(str(out), x).argmax(1), reference.argmax(1))
+
+
+@pytest.mark.parametrize("case", ["not a checkpoint", "no image among the inputs"])
+def test_a_predict_refusal_is_the_only_line_printed(image_folder, tmp_path, case):
+    """No runtime line, progress bar or skip line before it: the command refuses before it works."""
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"junk" if case.startswith("no image") else
+                                            (image_folder / "val" / "class_0" / "img_0.jpg").read_bytes())
+    result = run_cli("fishnet-predict", f"checkpoint={tmp_path / 'notes.pt'}", f"inputs={tmp_path / 'in'}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert ("none of the 1 files is an image" in result.stderr) == case.startswith("no image")
