@@ -63,8 +63,9 @@ def run_eval(options: EvalConfig, run_dir: str, overridden: Iterable[str] = ()) 
     outcome = "failed"
     try:
         # As the trainer sets up its processes, so that figures and speed match its validation.
-        reporter.info(configure_process(settings_for(options.trainer, info.rank, info.device)))
-        ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)
+        runtime = configure_process(settings_for(options.trainer, info.rank, info.device))
+        ckpt = load_checkpoint(options.checkpoint, options.model.name, options.model.use_ema)  # refused: one line
+        reporter.info(runtime)
         data = inference_data(options.data, ckpt, set(overridden))
         e = options.eval
         eval_set = resolve_set(data, e.set, e.real_labels, e.class_subset)

@@ -127,3 +127,11 @@ def test_a_predict_refusal_is_the_only_line_printed(image_folder, tmp_path, case
     assert result.returncode == 2 and result.stdout == "", result.stdout
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     assert ("none of the 1 files is an image" in result.stderr) == case.startswith("no image")
+
+
+def test_an_eval_of_a_file_that_is_not_a_checkpoint_is_the_only_line_printed(image_folder, tmp_path):
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    result = run_cli("fishnet-eval", f"checkpoint={tmp_path / 'notes.pt'}", f"data.root={image_folder}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
