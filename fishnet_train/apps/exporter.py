@@ -34,7 +34,8 @@ def check_export_inputs(options: ExportConfig) -> None:
     if options.format == "onnx":  # torch's exporter needs onnx and onnxscript; the check runs onnxruntime
         for package in ["onnx", "onnxscript"] + (["onnxruntime"] if options.check else []):
             if importlib.util.find_spec(package) is None:
-                raise UserError(f"format=onnx needs the {package} package: pip install 'fishnet-train[export]'")
+                raise UserError(f"format=onnx needs the {package} package: pip install -e '.[export]' in the checkout "
+                                "(or pip install onnx onnxscript onnxruntime)")
 
 
 def run_export(options: ExportConfig, run_dir: str, overridden: Iterable[str] = ()) -> str:
