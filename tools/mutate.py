@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+PREPARE_TESTS = ["tests/apps/test_prepare.py", "tests/apps/test_prepare_markers.py", "tests/apps/test_prepare_labels.py"]
 # Module (relative to fishnet_train/) -> the tests that are its own.
 MODULES: dict[str, list[str]] = {
     "training/checkpoint": ["tests/training/test_checkpoint.py"],
@@ -48,6 +49,13 @@ MODULES: dict[str, list[str]] = {
     "apps/eval_sets": ["tests/apps/test_eval_sets.py", "tests/apps/test_eval_labels.py"],  # the latter: shards
     "models/baselines": ["tests/models/test_baselines.py"],
     "apps/compare": ["tests/apps/test_compare.py"],
+    # fishnet-prepare, module by module, against its tests (the restart-marker ones included)
+    **{f"apps/prepare/{name}": PREPARE_TESTS for name in ("__init__", "writers", "plan", "sources", "labels", "archives")},
+    "apps/averager": ["tests/apps/test_averager.py"],
+    "apps/eval_labels": ["tests/apps/test_eval_labels.py"],
+    # The launchers' naming and the config check before the job (the console-script tests run in processes
+    # of their own, which mutmut's switch does not reach: the in-process ones decide)
+    "cli/common": ["tests/cli/test_run_dirs.py", "tests/cli/test_errors.py", "tests/test_config.py"],
 }
 
 # mutmut's verdicts by the exit code it records for a mutant (mutmut.stats.status_by_exit_code).

@@ -89,6 +89,42 @@ def test_a_changed_class_folder_invalidates_the_cache(tmp_path):
     assert len(after) == len(before) + 1 and str(root / "train" / "class_2" / "new.jpg") in after.paths()
 
 
+def _rename_class(root):
+    for split in ("train", "val"):
+        (root / split / "class_2").rename(root / split / "class_9")
+        _bump(root / split)
+
+
+def _remove_file(root):
+    (root / "train" / "class_1" / "img_0.jpg").unlink()
+    _bump(root / "train" / "class_1")
+
+
+def _rename_file(root):
+    (root / "val" / "class_0" / "img_1.jpg").rename(root / "val" / "class_0" / "img_x.jpg")
+    _bump(root / "val" / "class_0")
+
+
+def _add_class(root):
+    for split in ("train", "val"):
+        (root / split / "class_3").mkdir()
+        Image.new("RGB", (40, 40)).save(root / split / "class_3" / "a.jpg")
+        _bump(root / split)
+
+
+@pytest.mark.parametrize("change", [_rename_class, _remove_file, _rename_file, _add_class])
+def test_every_change_to_what_the_index_holds_invalidates_the_cache(tmp_path, change):
+    """Each as the folders' modification times show it: what a cached index is checked by."""
+    root = write_image_folder(tmp_path / "data")
+    cache = str(tmp_path / "index.npz")
+    find_splits(str(root), cache)
+    change(root)
+    cached, fresh = find_splits(str(root), cache), find_splits(str(root))
+    for a, b in zip(cached, fresh):
+        assert a.classes == b.classes and list(a.samples) == list(b.samples)
+    assert cached[0].classes != ["class_0", "class_1", "class_2"] or change in (_remove_file, _rename_file)
+
+
 def test_an_unreadable_cache_is_rebuilt_not_an_error(tmp_path):
     root = write_image_folder(tmp_path / "data")
     cache = tmp_path / "index.npz"

@@ -111,3 +111,14 @@ def test_a_resume_onto_other_classes_is_refused(image_folder, tmp_path):
     with pytest.raises(CheckpointError, match="trainer.resume: the run was trained on other classes: data.root has "
                                               "'class_9' where it had 'class_2'"):
         train(tiny_options(image_folder, *STEPS), str(run_dir))
+
+
+def test_the_refusals_advice_goes_on_with_the_change(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(Crash):
+        train(tiny_options(image_folder, *STEPS), str(run_dir), after_step=crash_at(3))
+    with pytest.raises(UserError, match="change it deliberately with trainer.resume=(\\S+)$") as refused:
+        train(tiny_options(image_folder, *STEPS, "optim.lr=0.5"), str(run_dir))
+    advice = str(refused.value).rsplit("trainer.resume=", 1)[1]
+    train(tiny_options(image_folder, *STEPS, "optim.lr=0.5", f"trainer.resume={advice}"), str(run_dir))
+    assert saved_state(run_dir)["progress"]["step"] == 4 and saved_state(run_dir)["config"]["optim"]["lr"] == 0.5
