@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PREPARE_TESTS = ["tests/apps/test_prepare.py", "tests/apps/test_prepare_markers.py", "tests/apps/test_prepare_labels.py"]
+PREPARE_TESTS = [f"tests/apps/test_prepare{part}.py" for part in ("", "_markers", "_labels")]
 # Module (relative to fishnet_train/) -> the tests that are its own.
 MODULES: dict[str, list[str]] = {
     "training/checkpoint": ["tests/training/test_checkpoint.py"],
@@ -50,7 +50,8 @@ MODULES: dict[str, list[str]] = {
     "models/baselines": ["tests/models/test_baselines.py"],
     "apps/compare": ["tests/apps/test_compare.py"],
     # fishnet-prepare, module by module, against its tests (the restart-marker ones included)
-    **{f"apps/prepare/{name}": PREPARE_TESTS for name in ("__init__", "writers", "plan", "sources", "labels", "archives")},
+    **{f"apps/prepare/{name}": PREPARE_TESTS
+       for name in ("__init__", "writers", "plan", "sources", "labels", "archives")},
     "apps/averager": ["tests/apps/test_averager.py"],
     "apps/eval_labels": ["tests/apps/test_eval_labels.py"],
     # The launchers' naming and the config check before the job (the console-script tests run in processes
