@@ -257,3 +257,12 @@ def test_the_benchmark_reports_speed_and_memory_for_each_worker_count():
     assert lines[0].startswith("download: 8 files") and len(lines) == 3
     assert all(re.search(r"prepared 8 files .* files/s, .* MB/s; peak RSS \d+ MB", line) for line in lines[1:])
     assert "no worker processes" in lines[1] and "largest worker" in lines[2]
+
+
+def test_the_summary_line_states_each_figure_from_its_own_measure():
+    from fishnet_train.apps.prepare import Summary
+    line = Summary(files=8, bytes=3_000_000, done_before=5, seconds=2.0, start_rss_mb=100.4, peak_rss_mb=1250.6,
+                   worker_rss_mb=0.0).line()
+    assert line == ("prepared 8 files (3.0 MB) in 2.0 s: 4 files/s, 1.5 MB/s; peak RSS 1,251 MB (100 MB before "
+                    "preparing), no worker processes; 5 files were done by an earlier run")
+    assert "largest worker 321 MB" in Summary(1, 1, 0, 1.0, 1, 1, 321.2).line()
