@@ -137,3 +137,18 @@ def test_the_table_aligns_paths_and_the_file_writers_keep_k_columns(tmp_path):
 def test_a_model_name_other_than_the_checkpoints_network_is_refused(checkpoint, image_folder, tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint does not fit the model"):
         run_predict(predict_options(checkpoint[0], image_folder, "model=fishnet150"), str(tmp_path))
+
+
+def test_model_use_ema_predicts_with_the_checkpoints_average(checkpoint, image_folder, tmp_path):
+    """The option fishnet-eval and -export take, through fishnet-predict too."""
+    path, model = checkpoint
+    state = torch.load(path, weights_only=False)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    averaged = {k: v.clone() for k, v in model.state_dict().items()}
+    weights["classifier.fc.bias"] = torch.tensor([0.0, 50.0, -50.0])  # the weights choose class 1,
+    averaged["classifier.fc.bias"] = torch.tensor([0.0, -50.0, 50.0])  # their average class 2
+    torch.save({**state, "model": weights, "model_ema": averaged, "ema_updates": 5}, path)
+    inputs = image_folder / "val" / "class_0"
+    raw = run_predict(predict_options(path, inputs), str(tmp_path / "raw"))
+    ema = run_predict(predict_options(path, inputs, "model.use_ema=true"), str(tmp_path / "ema"))
+    assert {p.classes[0] for p in raw} == {1} and {p.classes[0] for p in ema} == {2}
