@@ -23,7 +23,7 @@ demo: install
 
 # Static checks (settings in setup.cfg): flake8, then mypy on fishnet_train/ (about 25 s).
 lint: $(STAMP)
-	$(PY) -m flake8 fishnet_train hubconf.py tools tests
+	$(PY) -m flake8 fishnet_train hubconf.py setup.py tools tests
 	$(PY) -m mypy
 
 # The documentation site (mkdocs.yml, docs/) into site/, strict: a broken link or anchor, or a page
@@ -66,11 +66,11 @@ gpu-check:
 gpu-wheels: $(STAMP)
 	bash tools/gpu_wheels.sh
 
-# ROOT=<ImageNet data.root> (class folders or shards) for the data figures on real JPEGs; without it, synthetic
-# JPEGs of ImageNet's sizes, labelled so.
-ROOT ?=
+# BENCH_ROOT=<ImageNet data.root> (class folders or shards) for the data figures on real JPEGs; without it,
+# synthetic JPEGs of ImageNet's sizes, labelled so.
+BENCH_ROOT ?=
 bench: $(STAMP)
-	$(PY) tools/benchmarks/benchmark.py all --compiled --rounds 5 $(if $(ROOT),--root $(ROOT)) --json bench.json
+	$(PY) tools/benchmarks/benchmark.py all --compiled --rounds 5 $(if $(BENCH_ROOT),--root $(BENCH_ROOT)) --json bench.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs multirun demo_data bench.json site .whl gpu_check_out

@@ -10,9 +10,10 @@ from setuptools import Extension, setup
 
 SOURCES = ["_jpeg_region.c", "_jpeg_segments.c", "_jpeg_transcode.c"]
 
+FOLDER = "fishnet_train/data/decoding"
+HEADERS = ["_jpeg_errors.h", "_jpeg_segments.h", "_jpeg_transcode.h"]
+
 setup(ext_modules=[
-    Extension("fishnet_train.data.decoding._jpeg_region", [f"fishnet_train/data/decoding/{name}" for name in SOURCES],
-              depends=[f"fishnet_train/data/decoding/{name}" for name in ("_jpeg_errors.h", "_jpeg_segments.h",
-                                                                 "_jpeg_transcode.h")],
-              libraries=["jpeg"], optional=True),
+    Extension("fishnet_train.data.decoding._jpeg_region", [f"{FOLDER}/{name}" for name in SOURCES],
+              depends=[f"{FOLDER}/{name}" for name in HEADERS], libraries=["jpeg"], optional=True),
 ])

@@ -57,6 +57,10 @@ from .helpers import compose_eval, compose_export, compose_predict, compose_trai
     (["loss.bce_target_thresh=0.2"], "loss.bce_target_thresh applies to loss.name=bce only"),
     (["model.ema_decay=1.0"], r"model.ema_decay must be in \(0, 1\)"),
     (["trainer.best_by=ema_top1"], "trainer.best_by=ema_top1 needs EMA weights"),
+    # values no schedule may take, refused whether the chosen schedule reads them or not
+    (["schedule=cosine", "schedule.gamma=-0.1"], r"schedule.gamma must be in \(0, 1\], got -0.1"),
+    (["schedule=cosine", "schedule.milestones=[20,10]"], r"schedule.milestones must be increasing positive epochs"),
+    (["name=../other"], "name='../other': a run name is one directory name"),
 ])
 def test_train_values_that_cannot_be_meant_are_refused(overrides, message):
     with pytest.raises(UserError, match=message):

@@ -19,10 +19,11 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from ..config import Options, register_configs, to_options
+from ..config import Options, TrainConfig, register_configs, to_options, to_plain
 from ..errors import USER_ERROR_EXIT_CODE, UserError, user_message
 from ..processes.launch_env import env_ranks
 from ..processes.run_lock import RunDirLock, restart_wait_seconds
+from ..recipe import check_same_recipe, resolve_lr
 from ..validation import check_options, check_run_name
 
 
@@ -48,6 +49,7 @@ def run_dir_name(base: str, name: str | None = None) -> str:
     return os.path.join(base, leaf)
 
 
+CHOSEN_DIRECTORY = re.compile(r"\+{0,2}(name|hydra\.run\.dir|hydra\.sweep\.dir)=(?!null$|$)")
 RANDOM_RDZV_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -104,7 +106,7 @@ def check_restartable(args: list[str]) -> None:
     would then start a fresh run instead of resuming."""
     restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
     named = os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none" or os.environ.get("SLURM_JOB_ID")
-    chosen = any(a.startswith(("name=", "hydra.run.dir=", "hydra.sweep.dir=")) for a in args)
+    chosen = any(CHOSEN_DIRECTORY.match(a) for a in args)
     if restarts > 0 and not named and not chosen:
         raise UserError("torchrun without --rdzv-id gives its workers no name to find their run by after a "
                         "restart: name the run (name=<name>), pass --rdzv-id=<id> (or --standalone), or set "
@@ -143,14 +145,32 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
         for variant in override_variants([o for o in overrides if not o.is_hydra_override()]):
             cfg = compose(config_name, overrides=variant)
             if complete:
-                check_options(to_options(cfg), planned_world_size(cfg))
+                options = to_options(cfg)
+                check_options(options, planned_world_size(cfg))
         if not complete or flags.multirun or (env_ranks() or (0,))[0] != 0:
             return None
         hydra_cfg = compose(config_name, overrides=list(flags.overrides), return_hydra_config=True)
     run = OmegaConf.to_container(hydra_cfg.hydra.run, resolve=False)
     if isinstance(run, dict) and "${now:" in str(run["dir"]):
         return None  # a new directory each second, resolved anew by Hydra: nothing to lock
-    return str(hydra_cfg.hydra.run.dir)
+    run_dir = str(hydra_cfg.hydra.run.dir)
+    if isinstance(options, TrainConfig):
+        check_resubmission(options, run_dir)
+    return run_dir
+
+
+def check_resubmission(options: TrainConfig, run_dir: str) -> None:
+    """A command that resumes a run (``trainer.resume=auto``, its last.pt there) keeps the run's recipe, checked
+    against the run's config.yaml before Hydra writes its record of this command into the directory (the
+    trainer checks again, against the checkpoint)."""
+    saved = os.path.join(run_dir, "config.yaml")
+    if options.trainer.resume != "auto" or not os.path.isfile(os.path.join(run_dir, "checkpoints", "last.pt")):
+        return
+    try:
+        before = OmegaConf.to_container(OmegaConf.load(saved))
+    except (OSError, OmegaConfBaseException, ValueError):
+        return  # missing or unreadable: the checkpoint decides
+    check_same_recipe(before, to_plain(resolve_lr(options)[0]), os.path.abspath(run_dir))
 
 
 MAX_CHECKED_COMBINATIONS = 64

@@ -78,7 +78,7 @@ class TrainTransform:
     decoded (``decode``, one of TRAIN_DECODES): at 1/2, 1/4 or 1/8 scale in the DCT domain when
     the crop is at least that many times the output size, with "fast" also libjpeg-turbo's fast
     IDCT and upsampling. "exact" decodes every pixel, as the evaluation does. ``region``: only the
-    crop's rectangle is decoded (data/jpeg_region.py); the pixels stay the same."""
+    crop's rectangle is decoded (data/decoding/jpeg_region.py); the pixels stay the same."""
 
     def __init__(self, size: int, scale: Sequence[float], ratio: Sequence[float], hflip: bool, lighting: float,
                  augment: v2.Transform | None = None, decode: str = "exact", region: bool = False) -> None:

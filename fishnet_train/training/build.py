@@ -1,14 +1,13 @@
 """Building the pieces of a training run from its typed options: data, model, optimisation."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..config import SQRT_SCALED_OPTIMIZERS, DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+from ..config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 from ..data import BatchPreprocess, Split, TrainSampler, build_train_loader, build_val_loader
 from ..data.indexing import check_data_root
 from ..errors import UserError, naming_option
@@ -36,19 +35,6 @@ def check_inputs(options: TrainConfig) -> None:
     train_path, classes = check_data_root(options.data)
     if classes:  # shards: checked once their index is read
         resolve_num_classes(m.num_classes, classes, train_path)
-
-
-def resolve_lr(options: TrainConfig) -> tuple[TrainConfig, str | None]:
-    """The options with ``optim.lr`` scaled to the global batch and ``optim.lr_base_batch`` spent (so that
-    config.yaml and the checkpoint hold the rate in use, and running them again scales nothing twice);
-    a line saying what was scaled, if anything."""
-    o, batch = options.optim, options.data.batch_size
-    if o.lr_base_batch is None:
-        return options, None
-    lr = o.lr_for_batch(batch)
-    rule = "square root" if o.name in SQRT_SCALED_OPTIMIZERS else "linear"
-    note = f"optim.lr {o.lr:g} for a batch of {o.lr_base_batch} is {lr:g} for the global batch of {batch} ({rule})"
-    return dataclasses.replace(options, optim=dataclasses.replace(o, lr=lr, lr_base_batch=None)), note
 
 
 def effective_amp(amp: str, device: torch.device) -> str:

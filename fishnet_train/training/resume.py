@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, UserError, naming_option, user_message
+from ..recipe import check_same_recipe
 from ..processes.distributed import DistInfo, broadcast_object
 from ..reporting import Reporter
 from .checkpoint import (
@@ -16,12 +17,6 @@ from .checkpoint import (
 )
 from .ema import WeightAverage
 
-# What a run learns and how it is scored: a resubmission (trainer.resume=auto) must keep these. The rest
-# may change between jobs: the processes, the loader, where the data lies and in which format, the logging.
-RECIPE = ("model", "data", "optim", "schedule", "loss", "trainer.epochs", "trainer.seed", "trainer.max_steps_per_epoch")
-MAY_CHANGE = ("model.pretrained", "model.use_ema", "model.grad_checkpointing", "data.root", "data.format",
-              "data.workers", "data.eval_batch_size", "data.index_cache", "data.stage_dir", "data.scan",
-              "data.bad_images", "data.train_decode", "data.region_decode")
 AUTO_NAMED = ("slurm-", "torchrun-")  # the run directories a launcher names (cli/common.py)
 
 
@@ -39,7 +34,7 @@ def find_start(resume_option: str | None, ckpt_dir: str, config: dict[str, Any],
     """Rank 0 finds and reads the checkpoint and, for ``trainer.resume=auto``, checks that the command keeps
     the run's recipe; every rank gets the verdict, so that all start, or all refuse in the same line."""
     found: tuple[str | None, int, int, str | None] = (None, 0, 0, None)
-    state = None
+    state, failure = None, None
     if info.is_main:
         try:
             path = resume_path(resume_option, ckpt_dir)
@@ -51,44 +46,24 @@ def find_start(resume_option: str | None, ckpt_dir: str, config: dict[str, Any],
                 found = (path, state["progress"]["epoch"], state["progress"]["epoch_step"], None)
         except UserError as e:
             found = (None, 0, 0, user_message(e))
+        except Exception as e:  # the other ranks must not wait for a broadcast that never comes
+            failure = e
+            found = (None, 0, 0, f"rank 0 failed reading the checkpoint to resume from ({type(e).__name__}: {e})")
     path, epoch, epoch_step, refusal = broadcast_object(found)
+    if failure is not None:
+        raise failure
     if refusal is not None:
         raise CheckpointError(refusal)
     return Start(path, state, epoch, epoch_step)
 
 
-def check_same_recipe(saved: Any, now: dict[str, Any], run_dir: str) -> None:
-    """The first recipe key whose value the command changes, refused in one line."""
-    before, after = flat(saved if isinstance(saved, dict) else {}), flat(now)
-    for key, value in after.items():
-        if key.startswith(RECIPE) and not key.startswith(MAY_CHANGE) and key in before and before[key] != value:
-            raise UserError(f"{run_dir} was started with {key}={fmt(before[key])}, this command has "
-                            f"{key}={fmt(value)}: a resubmitted run keeps its recipe; set {key}={fmt(before[key])}, "
-                            f"or change it deliberately with trainer.resume={run_dir}/checkpoints/last.pt")
-
-
-def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``; lists and tuples compare alike."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, (list, tuple)) else value
-    return out
-
-
-def fmt(value: Any) -> str:
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def start_line(run_dir: str, start: Start) -> str:
-    """The run's first log line: its directory, new or resumed where; for a directory a launcher named, how
-    another job continues it."""
+def start_line(run_dir: str, start: Start, named: bool = False) -> str:
+    """The run's first log line: its directory, new or resumed where; for an unnamed run in a directory a
+    launcher named, how another job continues it."""
     where = os.path.abspath(run_dir)
     line = (f"run directory {where}: resumes epoch {start.epoch + 1}, step {start.epoch_step} of it, from "
             f"{start.path}" if start.path else f"run directory {where}: a new run")
-    if os.path.basename(where).startswith(AUTO_NAMED):
+    if not named and os.path.basename(where).startswith(AUTO_NAMED):
         line += f"; to continue it from another job, pass hydra.run.dir={where} (or name runs with name=)"
     return line
 

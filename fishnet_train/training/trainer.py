@@ -25,11 +25,12 @@ from ..processes.distributed import (
 from ..processes.peers import PeerWatch, end_together, fail_together
 from ..processes.runtime import configure_process, settings_for
 from ..processes.signals import Preempted, StopRequest
+from ..recipe import resolve_lr
 from ..reporting import Reporter, epoch_line
 from ..validation import check_options
 from .build import (
     TrainData, build_data, build_model, build_schedule, check_inputs, effective_amp, load_pretrained,
-    resolve_lr, resolve_num_classes,
+    resolve_num_classes,
 )
 from .checkpoint import Progress, copy_atomic, keep_epoch_checkpoint, rng_state, save_atomic, training_state
 from .ema import WeightAverage
@@ -111,7 +112,7 @@ def prepare(options: TrainConfig, run_dir: str, info: DistInfo, reporter: Report
     t, d = options.trainer, options.data
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     start = find_start(t.resume, ckpt_dir, to_plain(options), info)
-    reporter.info(start_line(run_dir, start))
+    reporter.info(start_line(run_dir, start, named=options.name is not None))
     reporter.info(configure_process(settings_for(t, info.rank, info.device)))
     if lr_note:
         reporter.info(lr_note)

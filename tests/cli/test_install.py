@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fishnet_train.data.decoding.jpeg_region import missing_build_prerequisites
+
 from ..conftest import write_image_folder
 from ..helpers import ROOT, TINY_TRAIN
 
@@ -29,6 +31,11 @@ def test_wheel_install_runs_from_another_directory(image_folder, tmp_path):
 
     where = run(sys.executable, "-c", "import fishnet_train; print(fishnet_train.__file__)")
     assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
+    if not missing_build_prerequisites():  # the extension is built into the wheel, where the package imports it
+        assert [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("fishnet_train/data/decoding/_jpeg_region")
+                and n.endswith(".so")]
+        status = run(sys.executable, "-m", "fishnet_train.data.decoding.status")
+        assert status.stdout == "region decoder built: training crops decode only their rectangle\n", status
     help_text = run(str(target / "bin" / "fishnet-train"), "--help")
     lines = help_text.stdout.splitlines()
     groups = dict(line.split(": ", 1) for line in lines if line.startswith(("experiment: ", "model: ")))
@@ -76,4 +83,7 @@ def test_without_a_c_compiler_the_wheel_still_builds_and_training_says_it_decode
     assert trained.returncode == 0, trained.stderr[-2000:]
     log = trained.stdout + trained.stderr
     assert log.count("region decoding is not available (") == 1, log[-3000:]
+    status = subprocess.run([sys.executable, "-m", "fishnet_train.data.decoding.status"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True)
+    assert status.stdout.startswith("region decoding is not available (") and "python3-dev" in status.stdout
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()

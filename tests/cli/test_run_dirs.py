@@ -92,11 +92,31 @@ def test_a_named_run_submitted_again_as_another_job_resumes_in_its_directory(ima
     assert_ok(run_cli("fishnet-train", *TINY_TRAIN, f"data.root={image_folder}", *steps[1:], "trainer.epochs=1",
                       cwd=tmp_path, env={"SLURM_JOB_ID": "1"}))
     run = tmp_path / "outputs" / "train" / "paper"
+    record = (run / ".hydra" / "overrides.yaml").read_text()
     again = run_cli("fishnet-train", *TINY_TRAIN, f"data.root={image_folder}", *steps, cwd=tmp_path,
                     env={"SLURM_JOB_ID": "2"})
     assert_user_error(again, f"{run} was started with trainer.epochs=1, this command has trainer.epochs=2")
+    assert (run / ".hydra" / "overrides.yaml").read_text() == record  # refused before Hydra wrote its record
     again = run_cli("fishnet-train", *TINY_TRAIN, f"data.root={image_folder}", *steps[1:], "trainer.epochs=1",
                     "data.workers=1", cwd=tmp_path, env={"SLURM_JOB_ID": "2"})
     assert_ok(again)
     assert [p.name for p in (tmp_path / "outputs" / "train").iterdir()] == ["paper"]
     assert f"run directory {run}: resumes epoch 2, step 0 of it" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("naming, refused", [("name=paper", False), ("++name=paper", False), ("name=null", True),
+                                             ("hydra.run.dir=", True)])
+def test_a_named_run_may_restart_under_torchrun_without_a_rendezvous_id(naming, refused, tmp_path):
+    from fishnet_train.cli.common import check_restartable
+    from fishnet_train.errors import UserError
+
+    env = {"TORCHELASTIC_RUN_ID": "none", "TORCHELASTIC_MAX_RESTARTS": "1"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.delenv("SLURM_JOB_ID", raising=False)
+        if refused:
+            with pytest.raises(UserError, match="torchrun without --rdzv-id"):
+                check_restartable([naming])
+        else:
+            check_restartable([naming])

@@ -38,7 +38,7 @@ def test_data_benchmark_on_a_folder_on_shards_or_on_synthetic_jpegs(tmp_path, ki
     assert set(figures) >= {"train", "train_exact_decode", "train_ta_wide_erase", "val", "decode_only"}
     assert figures["images"] == {"folder": 6, "shards": 3, "synthetic": 6}[kind]  # shards: the train samples
     assert figures["images_source"] == {"folder": f"folder: {folder}",
-                                        "shards": f"shards: the first 5 train samples of {tmp_path / 'shards'}",
+                                        "shards": f"shards: the first 3 train samples of {tmp_path / 'shards'}",
                                         "synthetic": "synthetic: 6 JPEGs"}[kind]
     assert ("SYNTHETIC" in result.stdout) == (kind == "synthetic")
     assert all(figures[k][side] > 0 for k in ("train", "train_ta_wide_erase", "val") for side in ("ours", "reference"))
@@ -131,7 +131,8 @@ def test_shards_are_copied_out_byte_for_byte(bench_inputs, tmp_path):
     folder = tiny_jpeg_folder(tmp_path / "data")
     write_shards(str(folder), str(tmp_path / "shards"), 1, lambda *a: None)
     assert bench_inputs.is_shard_root(str(tmp_path / "shards")) and not bench_inputs.is_shard_root(str(folder))
-    out = Path(bench_inputs.copy_out_of_shards(str(tmp_path / "shards"), str(tmp_path / "out"), 2))
+    out = tmp_path / "out"
+    assert bench_inputs.copy_out_of_shards(str(tmp_path / "shards"), str(out), 2) == 2
     copied = sorted(p.relative_to(out / "train") for p in (out / "train").rglob("*") if p.is_file())
     assert copied == [Path("a/0.JPEG"), Path("a/1.JPEG")]
     assert all((out / "train" / p).read_bytes() == (folder / "train" / p).read_bytes() for p in copied)

@@ -29,7 +29,7 @@ def test_the_cpu_smoke_run_writes_every_section(tmp_path):
 
 
 def _gpu_check():
-    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(ROOT / "tools" / "benchmarks"))
     spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "tools" / "gpu_check.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["gpu_check"] = module  # dataclasses look their module up while the file runs

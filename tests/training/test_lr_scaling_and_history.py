@@ -8,7 +8,8 @@ import torch
 import yaml
 
 from fishnet_train.config import OptimConfig
-from fishnet_train.training.build import build_schedule, resolve_lr
+from fishnet_train.recipe import resolve_lr
+from fishnet_train.training.build import build_schedule
 from fishnet_train.training.checkpoint import keep_epoch_checkpoint
 from fishnet_train.training.trainer import train
 

@@ -1,16 +1,20 @@
 """A run goes on as it was started: what a later job may change, what it may not, and the run's first line."""
 from __future__ import annotations
 
+import copy
 import logging
+import re
 import shutil
 
 import pytest
 
+from fishnet_train.config import to_options, to_plain
 from fishnet_train.errors import CheckpointError, UserError
-from fishnet_train.training.resume import Start, check_same_classes, check_same_recipe, flat, start_line
+from fishnet_train.recipe import MAY_CHANGE, RECIPE, check_same_recipe, flat
+from fishnet_train.training.resume import Start, check_same_classes, start_line
 from fishnet_train.training.trainer import train
 
-from ..helpers import Crash, crash_at, saved_state, tiny_options
+from ..helpers import ROOT, Crash, compose_train, crash_at, saved_state, tiny_options
 
 STEPS = ["trainer.epochs=2", "trainer.max_steps_per_epoch=2", "trainer.checkpoint_every_steps=1"]
 
@@ -54,6 +58,49 @@ def test_a_resubmission_that_changes_the_recipe_is_refused_in_one_line_naming_th
                        "trainer.resume=/runs/x/checkpoints/last.pt")
 
 
+def real_recipe() -> dict:
+    return to_plain(to_options(compose_train("data.root=/d")))
+
+
+def changed(config: dict, key: str) -> dict:
+    """``config`` with ``key`` (dotted) given another value."""
+    out = copy.deepcopy(config)
+    *parents, leaf = key.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    value = node[leaf]
+    node[leaf] = (not value if isinstance(value, bool) else value + 1 if isinstance(value, (int, float))
+                  else [*value, 1] if isinstance(value, (list, tuple)) else f"{value}-other")
+    return out
+
+
+@pytest.mark.parametrize("key", MAY_CHANGE)
+def test_each_key_a_resubmission_may_change_goes_on(key):
+    saved = real_recipe()
+    check_same_recipe(saved, changed(saved, key), "/runs/x")
+
+
+@pytest.mark.parametrize("root", RECIPE)
+def test_each_part_of_the_recipe_is_refused_when_changed(root):
+    saved = real_recipe()
+    key = next(k for k in flat(saved) if (k == root or k.startswith(root + ".")) and not any(
+        k == m or k.startswith(m + ".") for m in MAY_CHANGE))
+    with pytest.raises(UserError, match=f"^/runs/x was started with {re.escape(key)}="):
+        check_same_recipe(saved, changed(saved, key), "/runs/x")
+
+
+def test_the_clusters_page_lists_what_may_change_and_what_is_refused():
+    text = (ROOT / "docs" / "clusters.md").read_text()
+    table = text[text.index("| may change | refused"):].split("\n\n")[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    may, refused = " ".join(r[0] for r in rows), " ".join(r[1] for r in rows)
+    for key in MAY_CHANGE:
+        assert f"`{key}`" in may or f"`{key}`" in refused.split("(but ")[1], key  # model.* lists its exceptions
+    for root in RECIPE:
+        assert f"`{root}.*`" in refused or f"`{root}`" in refused or root == "data", root
+
+
 def test_keys_a_checkpoint_predates_are_not_compared():
     saved, now = recipe()
     now["optim"]["new_key"] = 1
@@ -79,6 +126,8 @@ def test_the_first_line_says_new_or_where_it_resumes_and_how_another_job_continu
         line = start_line(str(tmp_path / auto), Start(None, None))
         assert line.endswith(f"; to continue it from another job, pass hydra.run.dir={tmp_path / auto} "
                              "(or name runs with name=)")
+        assert start_line(str(tmp_path / auto), Start(None, None), named=True) == \
+            f"run directory {tmp_path / auto}: a new run"  # name=slurm-...: the user's own name
 
 
 def test_a_rerun_resumes_and_says_so_first_and_a_changed_recipe_is_refused_before_any_step(

@@ -54,12 +54,14 @@ def is_shard_root(root: str) -> bool:
     return any(os.path.isfile(os.path.join(root, f"{split}-index.npz")) for split in ("train", "val"))
 
 
-def copy_out_of_shards(root: str, folder: str, limit: int) -> str:
-    """The first ``limit`` train samples of the shards under ``root`` as class folders under ``folder``."""
+def copy_out_of_shards(root: str, folder: str, limit: int) -> int:
+    """The first ``limit`` train samples of the shards under ``root`` as class folders under ``folder``; how
+    many there were."""
     train = read_shard_splits(root)[0]
-    for i in range(min(limit, len(train))):
+    count = min(limit, len(train))
+    for i in range(count):
         path = os.path.join(folder, "train", train.samples.name(i))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(train.read(i))
-    return folder
+    return count

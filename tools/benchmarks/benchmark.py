@@ -96,9 +96,9 @@ def images_root(root: str | None, limit: int | None, synthetic: int, scratch: st
         print(f"writing {synthetic} synthetic JPEGs of ImageNet's sizes (no --root)")
         return write_synthetic(os.path.join(scratch, "synthetic"), synthetic), f"synthetic: {synthetic} JPEGs"
     if is_shard_root(root):
-        count = limit or 1000
-        return copy_out_of_shards(root, os.path.join(scratch, "from_shards"), count), \
-            f"shards: the first {count} train samples of {os.path.abspath(root)}"
+        folder = os.path.join(scratch, "from_shards")
+        count = copy_out_of_shards(root, folder, limit or 1000)
+        return folder, f"shards: the first {count} train samples of {os.path.abspath(root)}"
     if not any(os.path.isdir(os.path.join(root, split)) for split in ("train", "val")):
         print(f"error: --root {root} holds no train/ or val/ (class folders) and no train-index.npz (shards): "
               "pass an ImageNet data.root, or no --root for synthetic JPEGs", file=sys.stderr)
