@@ -63,6 +63,7 @@ def test_defaults_are_the_papers_fishnet150_recipe():
     assert list(cfg.data.crop_scale) == [0.08, 1.0] and cfg.data.lighting == 0.1
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_paper_presets_are_the_defaults_with_their_model():
     for name in list_models():
         assert to_options(compose_train(f"experiment={name}_paper")) == to_options(compose_train(f"model={name}"))

@@ -31,6 +31,7 @@ def checkpoint(path, seed, arch="fishnet99", classes=CLASSES, ema=False):
     return path
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_average_is_the_mean_of_every_weight_and_statistic_and_evaluates(tmp_path):
     paths = [str(checkpoint(tmp_path / f"{i}.pt", seed)) for i, seed in enumerate((1, 2, 4))]
     average(paths, str(tmp_path / "avg.pt"))

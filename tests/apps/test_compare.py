@@ -50,6 +50,7 @@ def rows(path):
         return list(csv.reader(f))
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_each_set_gets_a_results_csv_in_timms_columns_and_the_summary_every_figure(setup, tmp_path):
     out = tmp_path / "out"
     lines = []
@@ -91,6 +92,7 @@ def test_each_set_gets_a_results_csv_in_timms_columns_and_the_summary_every_figu
     assert record["checkpoint"] == str(other)
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_without_matplotlib_the_tables_are_written_and_one_line_says_why_no_plot(setup, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     root, checkpoints, sets = setup
@@ -102,6 +104,7 @@ def test_without_matplotlib_the_tables_are_written_and_one_line_says_why_no_plot
     assert "matplotlib is not installed: no plot" in lines[-1]
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_same_set_twice_and_a_missing_checkpoint_are_refused_before_any_evaluation(setup, tmp_path):
     root, checkpoints, sets = setup
     with pytest.raises(UserError, match="two folders are the same set"):

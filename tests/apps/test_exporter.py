@@ -20,6 +20,7 @@ def save_released(path):
     return path
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_released_checkpoint_exports_with_the_published_protocol_and_predicts_imagenet_names(
         tmp_path, image_folder):
     save_released(tmp_path / "released.tar")
@@ -53,6 +54,7 @@ def test_destinations_that_cannot_work_are_refused_before_reading_anything(tmp_p
         check_export_inputs(to_options(compose_export(f"checkpoint={same}", f"output={same}")))
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_an_export_that_fails_its_check_leaves_nothing_behind(tmp_path, monkeypatch):
     import fishnet_train.apps.exporter as exporter
 
@@ -76,6 +78,7 @@ def perturbed(state: dict) -> dict:
     return state
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_safetensors_export_of_other_weights_is_refused_and_not_written(tmp_path, monkeypatch):
     """The real read-back check fed a failing case: the file written holds weights the checkpoint does not."""
     from fishnet_train.inference import export as formats

@@ -18,6 +18,7 @@ BASELINES = ["densenet121", *(pytest.param(name, marks=SLOW) for name in (
 
 
 @pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_baseline_resumes_bit_identical_after_sigkill_then_evaluates_and_exports(image_folder, tmp_path, name):
     model = [f"model={name}", "model.drop_rate=0.1", "model.ema_decay=0.9"]
     reference, run_dir = tmp_path / "reference", tmp_path / "killed"

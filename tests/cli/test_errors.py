@@ -29,10 +29,12 @@ SLOW = pytest.mark.slow
     pytest.param(["model.pretrained=/nonexistent/w.pt"], ["model.pretrained:", "/nonexistent/w.pt", "not found"],
                  marks=SLOW),
 ])
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_bad_config_values(image_folder, tmp_path, overrides, fragments):
     assert_user_error(train(image_folder, tmp_path / "run", *overrides), *fragments)
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_missing_data_root(tmp_path):
     result = run_cli("fishnet-train", "experiment=demo", f"data.root={tmp_path / 'nope'}",
                      f"hydra.run.dir={tmp_path / 'r'}")
@@ -85,6 +87,7 @@ def test_missing_checkpoint_path(image_folder, tmp_path):
     assert_user_error(result, "none.pt", "not found")
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_crafted_pickle_checkpoint_is_refused_and_nothing_runs(image_folder, tmp_path):
     path = write_crafted_pickle(tmp_path / "evil.pt")
     result = run_cli("fishnet-eval", f"checkpoint={path}", f"data.root={image_folder}",
@@ -93,6 +96,7 @@ def test_crafted_pickle_checkpoint_is_refused_and_nothing_runs(image_folder, tmp
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_hydra_full_error_shows_the_traceback(tmp_path):
     result = run_cli("fishnet-train", "experiment=demo", f"data.root={tmp_path / 'nope'}",
                      f"hydra.run.dir={tmp_path / 'r'}", env={"HYDRA_FULL_ERROR": "1"})

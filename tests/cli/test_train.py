@@ -58,6 +58,7 @@ def test_eval_of_last_checkpoint_reproduces_the_trainers_last_val_figures(traine
     assert per_class[0].startswith("class_index,class,images,correct") and len(per_class) == 7
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_eval_takes_the_evaluation_sizes_from_the_checkpoint_unless_overridden(trained, tmp_path):
     data, run_dir, _ = trained
     ckpt = run_dir / "checkpoints" / "last.pt"

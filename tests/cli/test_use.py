@@ -30,6 +30,7 @@ def test_predict_names_the_classes_and_agrees_with_eval(trained, tmp_path):
     assert table[1].startswith(rows[0]["path"]) and f"{rows[0]['names'][0]} (" in table[1]
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_predict_reports_and_skips_a_file_that_does_not_decode(trained, tmp_path):
     data, run_dir, _ = trained
     images = tmp_path / "images"
@@ -75,6 +76,7 @@ def test_safetensors_export_evaluates_exactly_as_its_checkpoint(trained, tmp_pat
                                                           from_safetensors.loss)
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_eval_refuses_class_folders_named_otherwise_than_in_training(trained, tmp_path):
     data, run_dir, _ = trained
     shutil.copytree(data / "val", tmp_path / "other" / "val")
@@ -116,6 +118,7 @@ def test_graph_exports_match_the_pytorch_model_on_real_images(trained, tmp_path,
 
 
 @pytest.mark.parametrize("case", ["not a checkpoint", "no image among the inputs"])
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_predict_refusal_is_the_only_line_printed(image_folder, tmp_path, case):
     """No runtime line, progress bar or skip line before it: the command refuses before it works."""
     (tmp_path / "notes.pt").write_text("not a checkpoint")
@@ -129,6 +132,7 @@ def test_a_predict_refusal_is_the_only_line_printed(image_folder, tmp_path, case
     assert ("none of the 1 files is an image" in result.stderr) == case.startswith("no image")
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_an_eval_of_a_file_that_is_not_a_checkpoint_is_the_only_line_printed(image_folder, tmp_path):
     (tmp_path / "notes.pt").write_text("not a checkpoint")
     result = run_cli("fishnet-eval", f"checkpoint={tmp_path / 'notes.pt'}", f"data.root={image_folder}",

@@ -165,6 +165,7 @@ def test_data_region_decode_reaches_the_training_transform(tmp_path, region):
     assert loader.dataset.transform.region is region
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_without_the_binding_the_whole_image_is_decoded_and_one_line_says_why():
     """As on a machine with no compiler or no libjpeg-turbo headers at install: the import fails."""
     code = (
@@ -212,6 +213,7 @@ def test_the_install_line_names_each_missing_prerequisite_and_the_packages(tmp_p
     assert jpeg_region.build_status() == "region decoder built: training crops decode only their rectangle"
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_status_module_prints_the_install_line():
     run = subprocess.run([sys.executable, "-m", "fishnet_train.data.decoding.status"], capture_output=True, text=True,
                          check=True)

@@ -157,6 +157,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
 
 
 @needs_binding
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_tool_rewrites_a_folder_and_says_what_it_did(tmp_path):
     mixed_folder(tmp_path / "src")
     run = run_tool(str(tmp_path / "src"), str(tmp_path / "dst"), "--workers", "2")

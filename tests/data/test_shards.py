@@ -52,6 +52,7 @@ def test_shard_members_are_webdataset_samples_that_tar_reads(shards):
         assert members[0].offset_data == split.samples.offset[0] and members[0].size == split.samples.size[0]
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_shards_are_cut_near_the_requested_size(tmp_path):
     src = write_image_folder(tmp_path / "src", classes=2, train_per_class=40, size=300, ext="png")
     write_shards(str(src), str(tmp_path / "dst"), shard_mb=1, progress=lambda *a: None)

@@ -9,6 +9,7 @@ from ..helpers import ROOT
 
 
 @pytest.mark.parametrize("default", ["forkserver", "spawn"])
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_loader_workers_are_forked_and_inherit_the_frozen_collector_whatever_the_default_start_method(default):
     result = subprocess.run([sys.executable, "-m", "tests.data.default_start_method", default], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
@@ -19,6 +20,7 @@ def test_loader_workers_are_forked_and_inherit_the_frozen_collector_whatever_the
     assert len(seen["frozen_in_workers"]) == 4 and min(seen["frozen_in_workers"]) > 0
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_spawned_process_leaving_its_loader_running_exits_and_ends_the_workers():
     """multiprocessing's own exit in a process it started terminates the daemon workers (which ignore
     SIGTERM) and joins them; the workers must be killed before that, or the process hangs for ever."""

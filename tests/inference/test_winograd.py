@@ -77,6 +77,7 @@ def test_only_wide_3x3_stride_1_convolutions_are_eligible():
         WinogradConv2d(torch.nn.Conv2d(128, 128, 1))
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_fused_model_runs_wide_convolutions_by_winograd_with_the_same_outputs(monkeypatch):
     calls = []
     monkeypatch.setattr(winograd, "winograd_conv3x3", lambda *a: calls.append(1) or winograd_conv3x3(*a))

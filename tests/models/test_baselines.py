@@ -35,6 +35,7 @@ def test_each_baseline_has_torchvisions_documented_parameter_count_and_names(nam
 
 
 @pytest.mark.parametrize("name", ["resnet50", "densenet121"])
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_torchvisions_weights_give_torchvisions_outputs_and_features_at_strides_4_to_32(name):
     reference = getattr(torchvision.models, name)(weights=None).eval()
     model = load_weights(create_model(name), reference.state_dict()).eval()

@@ -55,6 +55,7 @@ def test_a_watcher_ends_its_process_with_the_failed_rank_code_within_seconds(cap
 
 
 @pytest.mark.parametrize("leaving, code", [(False, 1), (True, 0)], ids=["running", "leaving"])
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_vanished_rank_0_ends_a_running_rank_but_not_one_that_is_leaving(monkeypatch, leaving, code, capfd):
     monkeypatch.setattr(peers, "POLL_SECONDS", 0.2)
     server = dist.TCPStore("127.0.0.1", 0, 2, is_master=True, wait_for_workers=False)

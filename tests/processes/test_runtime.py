@@ -32,6 +32,7 @@ def _refaults(setup: str) -> int:
 
 
 @glibc_only
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_kept_memory_is_reused_without_page_faults():
     assert _refaults("assert keep_freed_memory()") < PAGES // 3
     assert _refaults("") > PAGES * 0.8  # glibc's default maps and faults every such block afresh
@@ -39,6 +40,7 @@ def test_kept_memory_is_reused_without_page_faults():
 
 @glibc_only
 @pytest.mark.parametrize("allocator, kept", [("keep_freed", True), ("system", False)])
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_host_allocator_option_decides_the_cpu_setting(allocator, kept):
     setup = f"print(configure_process(RuntimeSettings(0, 0, torch.device('cpu'), {allocator!r})))"
     refaults = _refaults(setup)

@@ -48,6 +48,7 @@ def test_data_benchmark_on_a_folder_on_shards_or_on_synthetic_jpegs(tmp_path, ki
     assert machine["cpu_capability"] and machine["fp32_matmul_gflops"] > 0 and machine["torch"]
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_root_that_is_no_imagenet_root_is_refused_in_one_line(tmp_path):
     result = run_tool(BENCHMARK, "data", "--root", str(tmp_path), "--json", str(tmp_path / "x.json"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1

@@ -33,6 +33,7 @@ def test_the_checked_in_page_is_what_the_generator_writes(page):
         "docs/configuration.md is stale: run python tools/config_reference.py"
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_check_mode_fails_on_a_stale_page_and_passes_on_a_current_one(tmp_path, capsys):
     stale = tmp_path / "configuration.md"
     stale.write_text("# Configuration\n")

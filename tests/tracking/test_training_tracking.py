@@ -21,6 +21,7 @@ def data(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("tracking") / "data")
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_step_points_come_every_tracking_every_steps_and_epoch_points_at_each_epochs_last_step(data, tmp_path):
     train(tiny_options(data, "tracking.every_steps=3", "model.ema_decay=0.9"), str(tmp_path))
     assert [step for step, _ in scalars(tmp_path, "train/loss")] == [3, 6]

@@ -60,6 +60,7 @@ def test_best_copy_on_a_full_disk_keeps_the_previous_best_and_says_so(tmp_path, 
     assert torch.load(best, weights_only=True)["v"].item() == 2
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_process_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
     path = tmp_path / "last.pt"
     save_atomic({"v": torch.tensor(1)}, str(path))

@@ -94,6 +94,7 @@ class SlowerBatches(SlowBatches):
             yield batch
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_trackers_get_loss_lr_and_rate_every_track_every_steps_steps():
     p, reporter, progress = parts(steps=7), RecordingReporter(), Progress()
     options = loop(steps_per_epoch=7, global_batch=400, track_every_steps=3)

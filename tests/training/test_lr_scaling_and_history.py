@@ -65,6 +65,7 @@ def test_a_scaled_rate_and_the_epoch_history_survive_a_crash_and_resume(tiny_cfg
     assert saved_state(run_dir, "epoch-0002.pt")["progress"]["epoch"] == 2
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_without_keep_epochs_only_last_and_best_are_written(tiny_cfg, tmp_path):
     train(tiny_cfg("trainer.epochs=1"), str(tmp_path / "run"))
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]

@@ -33,6 +33,7 @@ def test_each_modern_option_changes_what_the_first_step_learns(image_folder, tmp
     assert _differ(baseline, _one_step(image_folder, tmp_path / "option", "data.hflip=false", option))
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_progressive_resizing_feeds_the_small_crop_first_then_the_full_one(image_folder, tmp_path, monkeypatch):
     from fishnet_train.data import BatchPreprocess
 
@@ -98,6 +99,7 @@ def test_ema_weights_are_validated_chosen_for_best_and_read_by_eval_and_pretrain
     assert_same_tensors(model.state_dict(), state["model_ema"])
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_asking_for_ema_weights_a_checkpoint_lacks_is_one_clear_error(image_folder, tmp_path):
     train(tiny_options(image_folder, "trainer.epochs=1", "trainer.max_steps_per_epoch=1"), str(tmp_path / "run"))
     with pytest.raises(CheckpointError, match="holds no EMA weights .* set model.use_ema=false"):

@@ -130,6 +130,7 @@ def test_the_first_line_says_new_or_where_it_resumes_and_how_another_job_continu
             f"run directory {tmp_path / auto}: a new run"  # name=slurm-...: the user's own name
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_rerun_resumes_and_says_so_first_and_a_changed_recipe_is_refused_before_any_step(
         image_folder, tmp_path, caplog):
     run_dir = tmp_path / "run"
@@ -151,6 +152,7 @@ def test_a_rerun_resumes_and_says_so_first_and_a_changed_recipe_is_refused_befor
     assert saved_state(run_dir)["progress"]["step"] == 4
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_resume_onto_other_classes_is_refused(image_folder, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(Crash):

@@ -133,12 +133,14 @@ def _differ(a: dict, b: dict) -> bool:
     return any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_runtime_settings_come_from_the_options_and_are_logged(image_folder, tmp_path, caplog):
     with caplog.at_level("INFO"):
         _one_step(image_folder, tmp_path / "run", "trainer.host_allocator=system", "trainer.seed=3")
     assert "runtime: seed 3+rank, deterministic true, " in caplog.text and "host allocator system" in caplog.text
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_pca_lighting_draws_reach_the_preprocessing_in_training(image_folder, tmp_path, monkeypatch):
     from fishnet_train.data import BatchPreprocess
 
@@ -187,6 +189,7 @@ def test_grad_checkpointing_recomputes_the_stages_and_trains_alike(image_folder,
         torch.testing.assert_close(plain[key], checkpointed[key], msg=key)
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_fine_tuning_keeps_a_released_backbone_and_replaces_its_classifier(image_folder, tmp_path):
     torch.manual_seed(3)
     source = create_model("fishnet99")
@@ -221,6 +224,7 @@ def test_a_linear_probe_from_safetensors_trains_only_the_classifier_and_resumes(
     assert not torch.equal(tuned["classifier.fc.weight"], expected["classifier.fc.weight"])
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_backbone_trains_at_a_fraction_of_the_rate(image_folder, tmp_path):
     _one_step(image_folder, tmp_path / "run", "optim.backbone_lr_scale=0.25")
     head, backbone = sorted(saved_state(tmp_path / "run")["optimizer"]["param_groups"], key=lambda g: len(g["params"]))
@@ -235,6 +239,7 @@ def test_the_configured_classifier_init_reaches_the_model():
     assert not model.classifier.fc.weight.any()
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_resume_with_other_parameter_groups_is_one_clear_error(image_folder, tmp_path):
     _one_step(image_folder, tmp_path / "run")
     with pytest.raises(UserError, match="optimizer state does not fit .*optim.backbone_lr_scale.*model.pretrained="):
@@ -242,6 +247,7 @@ def test_a_resume_with_other_parameter_groups_is_one_clear_error(image_folder, t
                   f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}")  # named: a deliberate change
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_resume_with_another_optimizer_is_one_clear_error(image_folder, tmp_path):
     _one_step(image_folder, tmp_path / "run")
     with pytest.raises(UserError, match="^trainer.resume: the checkpoint's optimizer state is sgd's, but "
@@ -324,6 +330,7 @@ def test_every_preset_trains_a_step_in_the_trainer(preset, image_folder, tmp_pat
 
 
 @pytest.mark.parametrize("region_decode", [True, False])
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_a_run_on_jpegs_without_restart_markers_says_how_to_add_them(tmp_path, caplog, region_decode):
     data = write_image_folder(tmp_path / "data", ext="jpg")
     with caplog.at_level("WARNING"):
