@@ -66,7 +66,8 @@ def test_onnx_exports_need_their_packages_and_the_check_onnxruntime(
                                         f"output={tmp_path / 'm.onnx'}"))
     if refused:
         with pytest.raises(UserError, match=rf"^format=onnx needs the {missing} package: "
-                                            r"pip install 'fishnet-train\[export\]'$"):
+                                            r"pip install -e '.\[export\]' in the checkout \(or pip install "
+                                            r"onnx onnxscript onnxruntime\)$"):
             check_export_inputs(options)
     else:
         check_export_inputs(options)

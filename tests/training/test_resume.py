@@ -164,6 +164,7 @@ def test_a_resume_onto_other_classes_is_refused(image_folder, tmp_path):
         train(tiny_options(image_folder, *STEPS), str(run_dir))
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_the_refusals_advice_goes_on_with_the_change(image_folder, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(Crash):
