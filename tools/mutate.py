@@ -56,7 +56,7 @@ MODULES: dict[str, list[str]] = {
     "apps/eval_labels": ["tests/apps/test_eval_labels.py"],
     # The launchers' naming and the config check before the job (the console-script tests run in processes
     # of their own, which mutmut's switch does not reach: the in-process ones decide)
-    "cli/common": ["tests/cli/test_run_dirs.py", "tests/cli/test_errors.py", "tests/test_config.py"],
+    "cli/common": ["tests/cli/test_common.py", "tests/cli/test_run_dirs.py"],
 }
 
 # mutmut's verdicts by the exit code it records for a mutant (mutmut.stats.status_by_exit_code).

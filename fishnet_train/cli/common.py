@@ -168,8 +168,8 @@ def check_resubmission(options: TrainConfig, run_dir: str) -> None:
         return
     try:
         before = OmegaConf.to_container(OmegaConf.load(saved))
-    except (OSError, OmegaConfBaseException, ValueError):
-        return  # missing or unreadable: the checkpoint decides
+    except Exception:  # noqa: BLE001 - missing, or unreadable YAML: the checkpoint decides, in the job
+        return
     check_same_recipe(before, to_plain(resolve_lr(options)[0]), os.path.abspath(run_dir))
 
 
