@@ -123,3 +123,36 @@ def test_the_output_must_be_a_pt_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["a.pt", "b.pt", "-o", str(tmp_path / "avg.safetensors")])
     assert stopped.value.code == 2 and "the average is a .pt checkpoint" in capsys.readouterr().err
+
+
+def batch_norm_statistics(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_batch_norm_is_measured_anew_the_same_on_class_folders_and_on_their_shards(tmp_path):
+    """The average of the statistics is not the statistics of the average: they are measured on train batches
+    drawn by the seed, from a folder root or a shard root alike."""
+    from fishnet_train.apps.averager import BatchNormData
+    from fishnet_train.data.shards import write_shards
+
+    paths = [str(checkpoint(tmp_path / f"{i}.pt", seed)) for i, seed in enumerate((1, 2))]
+    folder = write_image_folder(tmp_path / "data", ext="jpg")
+    write_shards(str(folder), str(tmp_path / "shards"), 1, lambda *a: None)
+    measured = {}
+    for name, root, seed in (("folder", folder, 0), ("shards", tmp_path / "shards", 0), ("reseeded", folder, 1)):
+        data = BatchNormData(str(root), batches=1, batch_size=4, workers=0, seed=seed)
+        average(paths, str(tmp_path / f"{name}.pt"), bn_data=data)
+        saved = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+        assert saved["batch_norm"] == "recomputed"
+        measured[name] = batch_norm_statistics(saved["model"])
+    average(paths, str(tmp_path / "plain.pt"))
+    plain = torch.load(tmp_path / "plain.pt", weights_only=True)
+    assert plain["batch_norm"] == "averaged" and plain["num_classes"] == 3
+    averaged = batch_norm_statistics(plain["model"])
+    assert measured["folder"].keys() == averaged.keys() and len(averaged) > 10
+    assert all(not torch.allclose(measured["folder"][k], averaged[k]) for k in averaged)
+    assert all(torch.equal(measured["folder"][k], measured["shards"][k]) for k in averaged)
+    assert any(not torch.allclose(measured["folder"][k], measured["reseeded"][k]) for k in averaged)
+    weights = {k: v for k, v in plain["model"].items() if k not in averaged and v.is_floating_point()}
+    recomputed = torch.load(tmp_path / "folder.pt", weights_only=True)["model"]
+    assert all(torch.equal(recomputed[k], v) for k, v in weights.items())  # the weights themselves untouched
