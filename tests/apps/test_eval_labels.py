@@ -78,7 +78,6 @@ def predictions(path: Path) -> list[dict]:
     return list(csv.DictReader(path.open()))
 
 
-@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_real_top1_scores_each_image_by_its_own_file_number_and_leaves_out_empty_sets(tmp_path):
     # File numbers out of the split's order (classes sort before numbers), so matching by position fails.
     data, files = imagenet_val_shards(tmp_path, [(3, 5), (1, 700), (2, 20), (4, 999), (5, 0)])
@@ -170,7 +169,6 @@ def test_a_class_subset_must_name_exactly_the_folders_and_classes_the_model_has(
     assert subset_outputs(ckpt, ["c7", "c1"], ["c1", "c7"], "s.txt", "/val") == [1, 7]
 
 
-@pytest.mark.slow  # over 2.5 s on 2 cores: make test-slow
 def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror(tmp_path):
     files = []
     for i in range(3):

@@ -310,9 +310,8 @@ def test_options_reach_the_trainer_typed_and_frozen(tiny_cfg):
 # (tests/test_config.py checks the composition): each recipe trains once.
 # The FishNet-201 ones are the same recipes on the largest model, and fishnet150_paper and _cosine_ls those of
 # fishnet99_paper and fishnet150_modern with fewer options, and the baselines' the paper's recipe on another
-# model, the smallest of which (densenet121_paper) stays: they run with the slow tests.
-SLOW_PRESETS = ("fishnet201", "fishnet150_paper", "fishnet150_cosine_ls", "resnet", "densenet161", "densenet169",
-                "densenet201")
+# model: they run with the slow tests.
+SLOW_PRESETS = ("fishnet201", "fishnet150_paper", "fishnet150_cosine_ls", "resnet", "densenet")
 
 
 @pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p.startswith(SLOW_PRESETS) else p
