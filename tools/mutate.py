@@ -53,7 +53,7 @@ MODULES: dict[str, list[str]] = {
     **{f"apps/prepare/{name}": PREPARE_TESTS
        for name in ("__init__", "writers", "plan", "sources", "labels", "archives")},
     "apps/averager": ["tests/apps/test_averager.py"],
-    "apps/eval_labels": ["tests/apps/test_eval_labels.py"],
+    "apps/eval_labels": ["tests/apps/test_eval_labels.py", "tests/apps/test_eval_label_files.py"],
     # The launchers' naming and the config check before the job (the console-script tests run in processes
     # of their own, which mutmut's switch does not reach: the in-process ones decide)
     "cli/common": ["tests/cli/test_common.py", "tests/cli/test_run_dirs.py"],
