@@ -154,7 +154,9 @@ def check_overrides(config_name: str, args: list[str]) -> str | None:
     if isinstance(run, dict) and "${now:" in str(run["dir"]):
         return None  # a new directory each second, resolved anew by Hydra: nothing to lock
     run_dir = str(hydra_cfg.hydra.run.dir)
-    if isinstance(options, TrainConfig):
+    # One process of several (srun, torchrun): rank 0 refusing here would leave the others waiting for it in
+    # the process group; the job's own check refuses on every rank at once.
+    if isinstance(options, TrainConfig) and env_ranks() is None:
         check_resubmission(options, run_dir)
     return run_dir
 

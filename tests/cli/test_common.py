@@ -179,6 +179,16 @@ def test_a_resubmission_is_checked_against_the_runs_config_before_hydra_starts(t
     check_resubmission(changed, str(tmp_path / "run"))  # a fresh start: no recipe to keep
 
 
+def test_rank_0_of_several_leaves_the_recipe_to_the_job_which_refuses_on_every_rank(clean_env, tmp_path):
+    resumable_run(tmp_path / "outputs" / "train" / "paper")
+    with pytest.raises(UserError, match="was started with optim.momentum=0.9"):
+        check_overrides("train", ["data.root=/d", "name=paper", "optim.momentum=0.8"])
+    clean_env.setenv("RANK", "0")
+    clean_env.setenv("WORLD_SIZE", "2")
+    assert check_overrides("train", ["data.root=/d", "name=paper", "optim.momentum=0.8"]) == \
+        os.path.join("outputs", "train", "paper")
+
+
 def test_without_a_checkpoint_or_a_readable_config_the_trainer_decides(tmp_path):
     changed = to_options(compose_train("data.root=/d", "optim.momentum=0.8"))
     (tmp_path / "new").mkdir()
