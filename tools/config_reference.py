@@ -135,7 +135,8 @@ def command_section(title: str, config_name: str, schema: type) -> str:
 
 
 def cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """A comment as a table cell: its pipes escaped, and its ``<placeholders>`` too, which HTML would drop."""
+    return text.replace("|", "\\|").replace("<", "&lt;")
 
 
 def groups_section() -> str:
