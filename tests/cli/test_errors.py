@@ -144,7 +144,8 @@ def test_a_second_run_on_a_busy_directory_is_refused_and_touches_nothing(image_f
     finally:
         first.kill()
         first.wait()
-    assert_ok(train(image_folder, run_dir, "trainer.epochs=1", "trainer.resume=null"))  # the killed run left no stale lock
+    # the killed run left no stale lock
+    assert_ok(train(image_folder, run_dir, "trainer.epochs=1", "trainer.resume=null"))
 
 
 def test_a_bad_pair_of_sweep_values_is_refused_before_any_job_runs(image_folder, tmp_path):
