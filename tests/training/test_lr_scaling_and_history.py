@@ -86,8 +86,8 @@ def test_a_run_killed_between_last_pt_and_its_epoch_copy_gets_the_copy_on_resume
     train(tiny_cfg("trainer.epochs=2", "trainer.keep_epochs=3"), str(run_dir))
     (run_dir / "checkpoints" / "epoch-0002.pt").unlink()  # as if killed right after last.pt
     # one more epoch than the first run's: named, a deliberate change of its recipe
-    train(tiny_cfg("trainer.epochs=3", "trainer.keep_epochs=3", f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}"),
-          str(run_dir))
+    last = run_dir / "checkpoints" / "last.pt"
+    train(tiny_cfg("trainer.epochs=3", "trainer.keep_epochs=3", f"trainer.resume={last}"), str(run_dir))
     kept = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*.pt"))
     assert kept == ["epoch-0001.pt", "epoch-0002.pt", "epoch-0003.pt"]
     assert saved_state(run_dir, "epoch-0002.pt")["progress"]["epoch"] == 2
