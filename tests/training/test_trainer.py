@@ -277,8 +277,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_cfg, tmp_path)
     train(tiny_cfg("trainer.epochs=1"), str(run_dir))
     before = saved_state(run_dir)
     with pytest.raises(TrainingStopped, match=r"loss became .* \(epoch 2\)"):  # it resumed after epoch 1
-        train(tiny_cfg("trainer.epochs=2", "optim.lr=1e30", "trainer.clip_grad_norm=null"),
-              str(run_dir))
+        train(tiny_cfg("trainer.epochs=2", "optim.lr=1e30", "trainer.clip_grad_norm=null",
+                       f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}"), str(run_dir))  # a deliberate change
     after = saved_state(run_dir)
     assert after["progress"] == before["progress"]
     assert_same_tensors(before["model"], after["model"])
